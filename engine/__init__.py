@@ -1,0 +1,27 @@
+"""streamkm's compute engine: Numba kernels and k-means models. Pure computation, no I/O."""
+
+from .init import kmeans_plusplus, random_init
+from .kernels import assign, warmup
+from .kmeans import KMeans
+from .state import ModelState, StateFormatError
+from .stats import BatchStats, StatsFormatError, batch_stats
+from .streaming import StreamingKMeans
+from .update import UpdateResult, anomaly_scores, apply_update, decay_factor
+
+__all__ = [
+    "BatchStats",
+    "KMeans",
+    "ModelState",
+    "StateFormatError",
+    "StatsFormatError",
+    "StreamingKMeans",
+    "UpdateResult",
+    "anomaly_scores",
+    "apply_update",
+    "assign",
+    "batch_stats",
+    "decay_factor",
+    "kmeans_plusplus",
+    "random_init",
+    "warmup",
+]

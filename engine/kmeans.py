@@ -1,0 +1,168 @@
+"""Batch k-means (Lloyd's algorithm) on the Numba kernels, with scikit-learn's semantics."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .init import kmeans_plusplus, random_init
+from .kernels import assign, assign_stats, column_variance
+from .validation import check_data, check_n_clusters, check_positive
+
+
+class KMeans:
+    """K-means clustering by Lloyd's algorithm.
+
+    Each iteration assigns every row to its nearest centre and moves each centre to the mean
+    of its rows, in one fused parallel pass. Iteration stops when no label changes (strict
+    convergence) or when the squared centre shift falls below `tol` times the mean feature
+    variance, as in scikit-learn. An empty cluster is moved to the row farthest from its
+    centre.
+
+    Parameters
+    ----------
+    n_clusters : int
+        Number of clusters k.
+    init : {"k-means++", "random"} or array of shape (k, d)
+        Greedy k-means++, k distinct random rows, or explicit initial centres.
+    max_iter : int
+        Maximum number of Lloyd iterations.
+    tol : float
+        Relative tolerance on the centre shift (scaled by the data's mean variance).
+    seed : int or None
+        Seed of the initialisation; the same seed gives the same result.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
+    >>> km = KMeans(n_clusters=2, seed=0).fit(X)
+    >>> sorted(np.bincount(km.labels_).tolist())
+    [2, 2]
+    >>> bool(km.predict(np.array([[5.0, 4.9]]))[0] == km.labels_[2])
+    True
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        init: str | np.ndarray = "k-means++",
+        max_iter: int = 300,
+        tol: float = 1e-4,
+        seed: int | None = 0,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.init = init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.seed = seed
+
+    def fit(self, X: object) -> KMeans:
+        """Compute the clustering of X; returns self."""
+        X = check_data(X)
+        n, d = X.shape
+        k = check_n_clusters(self.n_clusters, n)
+        if (
+            isinstance(self.max_iter, bool)
+            or not isinstance(self.max_iter, int)
+            or self.max_iter < 1
+        ):
+            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
+        if self.tol != 0:
+            check_positive(self.tol, "tol")
+        centers = self._initial_centers(X, k)
+        tol = float(np.mean(column_variance(X)) * self.tol) if self.tol else 0.0
+
+        labels = np.full(n, -1, np.int32)
+        strict = False
+        n_iter = 0
+        while n_iter < self.max_iter:
+            n_iter += 1
+            counts, sums, sq, changed = assign_stats(X, centers, labels)
+            if changed == 0:
+                strict = True
+                break
+            new = _centers_from_sums(X, centers, labels, counts, sums)
+            shift = float(((new - centers) ** 2).sum())
+            centers = new.astype(X.dtype)
+            if shift <= tol:
+                break
+        if strict:
+            inertia = float(sq.sum())
+        else:
+            # The last update moved the centres: label and score against the final ones.
+            counts, sums, sq, _ = assign_stats(X, centers, labels)
+            inertia = float(sq.sum())
+        self.cluster_centers_ = centers
+        self.labels_ = labels
+        self.inertia_ = inertia
+        self.n_iter_ = n_iter
+        self.n_features_in_ = d
+        return self
+
+    def predict(self, X: object) -> np.ndarray:
+        """Index (int32) of the nearest fitted centre for each row of X."""
+        centers = self._fitted()
+        X = check_data(X, dim=centers.shape[1])
+        return assign(X, centers)[0]
+
+    def fit_predict(self, X: object) -> np.ndarray:
+        """Fit, then return the labels of the training rows."""
+        return self.fit(X).labels_
+
+    def transform(self, X: object) -> np.ndarray:
+        """Euclidean distance of each row to each centre, shape (n, k)."""
+        centers = self._fitted()
+        X = check_data(X, dim=centers.shape[1])
+        diff = X[:, None, :].astype(np.float64) - centers[None, :, :]
+        return np.sqrt((diff * diff).sum(axis=2))
+
+    def score(self, X: object) -> float:
+        """Opposite of the inertia of X against the fitted centres (scikit-learn's sign)."""
+        centers = self._fitted()
+        X = check_data(X, dim=centers.shape[1])
+        return -float(assign(X, centers)[1].astype(np.float64).sum())
+
+    def _fitted(self) -> np.ndarray:
+        centers = getattr(self, "cluster_centers_", None)
+        if centers is None:
+            raise ValueError("this KMeans is not fitted yet; call fit(X) first")
+        return centers
+
+    def _initial_centers(self, X: np.ndarray, k: int) -> np.ndarray:
+        init = self.init
+        if isinstance(init, str):
+            if init == "k-means++":
+                return kmeans_plusplus(X, k, self.seed)
+            if init == "random":
+                return random_init(X, k, self.seed)
+            raise ValueError(f"init must be 'k-means++', 'random' or an array, got {init!r}")
+        centers = check_data(init, name="init")
+        if centers.shape != (k, X.shape[1]):
+            raise ValueError(
+                f"init has shape {centers.shape}, expected (n_clusters, n_features) = "
+                f"({k}, {X.shape[1]})"
+            )
+        return np.array(centers, dtype=X.dtype, order="C")
+
+
+def _centers_from_sums(
+    X: np.ndarray,
+    old: np.ndarray,
+    labels: np.ndarray,
+    counts: np.ndarray,
+    sums: np.ndarray,
+) -> np.ndarray:
+    """Means of the clusters; empty clusters take the rows farthest from their centres."""
+    counts = counts.astype(np.float64)
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        dist = ((X - old[labels]) ** 2).sum(axis=1)
+        far = np.argpartition(dist, -empty.size)[: -empty.size - 1 : -1]
+        for new_id, idx in zip(empty, far, strict=True):
+            row = X[idx].astype(np.float64)
+            old_id = labels[idx]
+            sums[old_id] -= row
+            counts[old_id] -= 1
+            sums[new_id] = row
+            counts[new_id] = 1
+    return sums / np.where(counts > 0, counts, 1.0)[:, None]

@@ -1,0 +1,206 @@
+"""Mergeable mini-batch statistics: the unit a streaming model learns from and publishes.
+
+One pass over a batch gives, per cluster, the count of rows assigned, the sum of their
+coordinates and the sum of their squared distances to the centre, plus the few rows farthest
+from their centres (candidates for re-seeding dead clusters). Statistics of two batches merge
+into the statistics of their union; they serialise to a compact, versioned binary form.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kernels import assign_stats
+
+_MAGIC = b"SKMS"
+_FORMAT = 1
+_HEADER = struct.Struct("<4sBBHIIII")  # magic, format, flags, reserved, k, d, n_far, rows
+_FLAG_SPARSE = 1
+# Rows kept as re-seeding candidates, at most.
+MAX_FAR = 16
+
+
+class StatsFormatError(ValueError):
+    """Raised when bytes are not a valid serialised BatchStats."""
+
+
+@dataclass(frozen=True, eq=False)
+class BatchStats:
+    """Per-cluster statistics of a set of rows assigned to k centres.
+
+    counts: int64 (k,); sums: float64 (k, d) coordinate sums; sq_sums: float64 (k,) sums of
+    squared distances to the assigned centre; far_points: float64 (m, d) the rows farthest
+    from their centres, m <= MAX_FAR, with far_sq: float64 (m,) their squared distances,
+    sorted by decreasing distance.
+    """
+
+    counts: np.ndarray
+    sums: np.ndarray
+    sq_sums: np.ndarray
+    far_points: np.ndarray
+    far_sq: np.ndarray
+
+    @property
+    def k(self) -> int:
+        """Number of clusters."""
+        return int(self.sums.shape[0])
+
+    @property
+    def d(self) -> int:
+        """Number of features."""
+        return int(self.sums.shape[1])
+
+    @property
+    def n(self) -> int:
+        """Number of rows the statistics cover."""
+        return int(self.counts.sum())
+
+    @classmethod
+    def empty(cls, k: int, d: int) -> BatchStats:
+        """Statistics of no rows: the identity of merge."""
+        return cls(
+            counts=np.zeros(k, np.int64),
+            sums=np.zeros((k, d), np.float64),
+            sq_sums=np.zeros(k, np.float64),
+            far_points=np.zeros((0, d), np.float64),
+            far_sq=np.zeros(0, np.float64),
+        )
+
+    def merge(self, other: BatchStats) -> BatchStats:
+        """Statistics of the union of both sets of rows."""
+        if (self.k, self.d) != (other.k, other.d):
+            raise ValueError(
+                f"cannot merge statistics of shape (k={self.k}, d={self.d}) "
+                f"with (k={other.k}, d={other.d})"
+            )
+        far_points, far_sq = _top_far(
+            np.concatenate([self.far_points, other.far_points]),
+            np.concatenate([self.far_sq, other.far_sq]),
+        )
+        return BatchStats(
+            counts=self.counts + other.counts,
+            sums=self.sums + other.sums,
+            sq_sums=self.sq_sums + other.sq_sums,
+            far_points=far_points,
+            far_sq=far_sq,
+        )
+
+    def equals(self, other: BatchStats) -> bool:
+        """True when both hold bit-identical arrays."""
+        return all(
+            a.shape == b.shape and a.tobytes() == b.tobytes()
+            for a, b in zip(self._arrays(), other._arrays(), strict=True)
+        )
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return self.counts, self.sums, self.sq_sums, self.far_points, self.far_sq
+
+    def to_bytes(self) -> bytes:
+        """Serialise: little-endian header plus raw arrays; only clusters with rows are sent."""
+        rows = np.flatnonzero(self.counts).astype("<u4")
+        sparse = rows.size < self.k
+        header = _HEADER.pack(
+            _MAGIC,
+            _FORMAT,
+            _FLAG_SPARSE if sparse else 0,
+            0,
+            self.k,
+            self.d,
+            self.far_sq.size,
+            rows.size,
+        )
+        sel = rows if sparse else slice(None)
+        parts = [header]
+        if sparse:
+            parts.append(rows.tobytes())
+        parts += [
+            self.counts[sel].astype("<i8").tobytes(),
+            self.sums[sel].astype("<f8").tobytes(),
+            self.sq_sums[sel].astype("<f8").tobytes(),
+            self.far_sq.astype("<f8").tobytes(),
+            self.far_points.astype("<f8").tobytes(),
+        ]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> BatchStats:
+        """Inverse of to_bytes; raises StatsFormatError on anything malformed."""
+        if len(data) < _HEADER.size:
+            raise StatsFormatError(f"stats message too short ({len(data)} bytes)")
+        magic, fmt, flags, _, k, d, m, r = _HEADER.unpack_from(data)
+        if magic != _MAGIC:
+            raise StatsFormatError("not a streamkm stats message (bad magic)")
+        if fmt != _FORMAT:
+            raise StatsFormatError(f"unsupported stats format {fmt} (this build reads {_FORMAT})")
+        sparse = bool(flags & _FLAG_SPARSE)
+        if k < 1 or d < 1 or m > MAX_FAR or r > k or (not sparse and r != k):
+            raise StatsFormatError(f"inconsistent stats header k={k} d={d} far={m} rows={r}")
+        sizes = [4 * r if sparse else 0, 8 * r, 8 * r * d, 8 * r, 8 * m, 8 * m * d]
+        if len(data) != _HEADER.size + sum(sizes):
+            raise StatsFormatError(
+                f"stats message has {len(data)} bytes, expected {_HEADER.size + sum(sizes)}"
+            )
+        off = _HEADER.size
+        chunks = []
+        for size in sizes:
+            chunks.append(data[off : off + size])
+            off += size
+        rows = np.frombuffer(chunks[0], "<u4") if sparse else np.arange(k)
+        if sparse and (
+            rows.size and (rows.max() >= k or np.any(np.diff(rows.astype(np.int64)) <= 0))
+        ):
+            raise StatsFormatError("stats message lists invalid cluster rows")
+        counts = np.zeros(k, np.int64)
+        sums = np.zeros((k, d), np.float64)
+        sq = np.zeros(k, np.float64)
+        counts[rows] = np.frombuffer(chunks[1], "<i8")
+        sums[rows] = np.frombuffer(chunks[2], "<f8").reshape(r, d)
+        sq[rows] = np.frombuffer(chunks[3], "<f8")
+        far_sq = np.frombuffer(chunks[4], "<f8").astype(np.float64)
+        far_points = np.frombuffer(chunks[5], "<f8").reshape(m, d).astype(np.float64)
+        if np.any(counts < 0) or not (
+            np.isfinite(sums).all() and np.isfinite(sq).all() and np.isfinite(far_points).all()
+        ):
+            raise StatsFormatError("stats message holds negative counts or non-finite values")
+        return cls(counts, sums, sq, far_points, far_sq)
+
+
+def batch_stats(
+    X: np.ndarray, centers: np.ndarray, n_far: int = MAX_FAR
+) -> tuple[np.ndarray, np.ndarray, BatchStats]:
+    """Assign a batch to `centers` in one pass: (labels int32, squared distances, stats)."""
+    n = X.shape[0]
+    labels = np.zeros(n, np.int32)
+    dist = np.empty(n, X.dtype if X.dtype in (np.float32, np.float64) else np.float64)
+    counts, sums, sq, _ = assign_stats(X, centers, labels, dist)
+    far_idx = _far_indices(dist, min(n_far, n))
+    stats = BatchStats(
+        counts=counts,
+        sums=sums,
+        sq_sums=sq,
+        far_points=np.asarray(X[far_idx], dtype=np.float64).reshape(len(far_idx), X.shape[1]),
+        far_sq=dist[far_idx].astype(np.float64),
+    )
+    return labels, dist, stats
+
+
+def _far_indices(dist: np.ndarray, m: int) -> np.ndarray:
+    """Indices of the m largest distances, largest first, ties by lower index."""
+    if m == 0:
+        return np.zeros(0, np.int64)
+    cand = (
+        np.argpartition(dist, dist.size - m)[dist.size - m :]
+        if m < dist.size
+        else np.arange(dist.size)
+    )
+    order = np.lexsort((cand, -dist[cand].astype(np.float64)))
+    return cand[order]
+
+
+def _top_far(points: np.ndarray, sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the MAX_FAR farthest rows, largest first (stable on ties)."""
+    order = np.argsort(-sq, kind="stable")[:MAX_FAR]
+    return points[order], sq[order]

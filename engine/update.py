@@ -1,0 +1,110 @@
+"""The update rule: mini-batch Lloyd with optional forgetting, as a pure deterministic function.
+
+For cluster j with weight w_j, batch count n_j and batch sum s_j, and decay
+a = 0.5 ** (n / half_life) for statistics covering n rows (a = 1 without a half-life):
+
+    w_j' = a * w_j + n_j
+    c_j' = (a * w_j * c_j + s_j) / w_j'
+    q_j' = a * q_j + sq_j              (q: decayed sum of squared distances)
+
+A cluster whose weight falls below `reseed_fraction` of the largest is re-seeded at one of the
+farthest rows the statistics carry, with the smallest live weight (scikit-learn's
+MiniBatchKMeans rule). Only element-wise IEEE operations are used, so every replica applying
+the same statistics to the same state gets bit-identical centres (Sculley 2010, "Web-scale
+k-means clustering", with exponential forgetting).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .state import ModelState
+from .stats import BatchStats
+
+DEFAULT_RESEED_FRACTION = 1e-3
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """A new state and what the update did to it."""
+
+    state: ModelState
+    shift: float  # total distance moved by all centres
+    reseeded: tuple[int, ...]  # clusters re-seeded by this update
+
+
+def decay_factor(n: int, half_life: float | None) -> float:
+    """Weight kept by old statistics after n new rows."""
+    if half_life is None or n == 0:
+        return 1.0
+    return float(0.5 ** (n / half_life))
+
+
+def apply_update(
+    state: ModelState,
+    stats: BatchStats,
+    half_life: float | None = None,
+    reseed_fraction: float = DEFAULT_RESEED_FRACTION,
+) -> UpdateResult:
+    """Apply one batch's statistics to a state; version + 1."""
+    if (stats.k, stats.d) != (state.k, state.d):
+        raise ValueError(
+            f"statistics for k={stats.k}, d={stats.d} do not fit a model with "
+            f"k={state.k}, d={state.d}"
+        )
+    a = decay_factor(stats.n, half_life)
+    old_w = a * state.weights
+    counts = stats.counts.astype(np.float64)
+    weights = old_w + counts
+    safe = np.where(weights > 0, weights, 1.0)
+    centers = np.where(
+        (weights > 0)[:, None],
+        (old_w[:, None] * state.centers + stats.sums) / safe[:, None],
+        state.centers,
+    )
+    sq_sums = a * state.sq_sums + stats.sq_sums
+    reseeded = _reseed(centers, weights, sq_sums, stats, reseed_fraction)
+    shift = float(np.sqrt(((centers - state.centers) ** 2).sum(axis=1)).sum())
+    for arr in (centers, weights, sq_sums):
+        arr.setflags(write=False)
+    return UpdateResult(ModelState(centers, weights, sq_sums, state.version + 1), shift, reseeded)
+
+
+def _reseed(
+    centers: np.ndarray,
+    weights: np.ndarray,
+    sq_sums: np.ndarray,
+    stats: BatchStats,
+    fraction: float,
+) -> tuple[int, ...]:
+    """Move dead clusters onto the farthest rows of the batch, in place; returns their ids."""
+    top = weights.max()
+    if top <= 0 or fraction <= 0:
+        return ()
+    dead = np.flatnonzero(weights < fraction * top)
+    live = weights >= fraction * top
+    candidates = stats.far_points[stats.far_sq > 0]
+    n = min(dead.size, candidates.shape[0])
+    if n == 0:
+        return ()
+    new_weight = weights[live].min()
+    overall_ms = sq_sums[live].sum() / weights[live].sum()
+    for j, point in zip(dead[:n], candidates[:n], strict=True):
+        centers[j] = point
+        weights[j] = new_weight
+        sq_sums[j] = new_weight * overall_ms
+    return tuple(int(j) for j in dead[:n])
+
+
+def anomaly_scores(
+    state: ModelState, labels: np.ndarray, sq_dist: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and anomaly scores (distance / the cluster's running RMS distance)."""
+    distance = np.sqrt(sq_dist.astype(np.float64))
+    rms = state.rms()[labels]
+    score = np.divide(distance, rms, out=np.zeros_like(distance), where=rms > 0)
+    # A model with no spread at all yet: any non-zero distance is maximally surprising.
+    score[(rms <= 0) & (distance > 0)] = np.finfo(np.float64).max
+    return distance, score

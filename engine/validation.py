@@ -1,0 +1,60 @@
+"""Argument checks shared by the estimators: run once at the public edge, never in kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_data(X: object, *, name: str = "X", dim: int | None = None) -> np.ndarray:
+    """Return X as a 2-D float32/float64 array, or raise ValueError saying what to fix.
+
+    float32 and float64 arrays pass through without a copy (any contiguity); other numeric
+    input becomes float64.
+    """
+    arr = np.asarray(X)
+    if arr.dtype not in (np.float32, np.float64):
+        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"{name} must hold numbers, got dtype {arr.dtype}")
+        if np.issubdtype(arr.dtype, np.complexfloating):
+            raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+        arr = arr.astype(np.float64)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}; "
+            "reshape a single sample with x.reshape(1, -1)"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one sample and one feature, got {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{name} has {arr.shape[1]} features but the model was fitted with {dim}")
+    if not np.isfinite(arr).all():
+        bad = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+        raise ValueError(f"{name} contains NaN or infinity (first in row {bad}); drop or impute it")
+    return arr
+
+
+def check_n_clusters(n_clusters: object, n_samples: int | None = None) -> int:
+    """Validate the number of clusters against the number of samples."""
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer):
+        raise ValueError(f"n_clusters must be an integer >= 1, got {n_clusters!r}")
+    k = int(n_clusters)
+    if k < 1:
+        raise ValueError(f"n_clusters must be >= 1, got {k}")
+    if n_samples is not None and k > n_samples:
+        raise ValueError(
+            f"n_clusters={k} is larger than the number of samples ({n_samples}); "
+            "pass more samples or ask for fewer clusters"
+        )
+    return k
+
+
+def check_positive(value: object, name: str, *, allow_none: bool = False) -> float | None:
+    """Validate a strictly positive finite number (or None where allowed)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    v = float(value)
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v

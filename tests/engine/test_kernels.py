@@ -1,0 +1,103 @@
+"""engine.assign and the fused statistics pass agree with a NumPy reference."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine import assign
+from engine.kernels import _PARALLEL_MIN_ROWS, assign_stats, column_variance
+
+
+def reference(X, C):
+    d2 = ((X[:, None, :].astype(np.float64) - C[None, :, :].astype(np.float64)) ** 2).sum(-1)
+    return d2.argmin(axis=1), d2.min(axis=1)
+
+
+def layouts(X):
+    return {
+        "C": np.ascontiguousarray(X),
+        "F": np.asfortranarray(X),
+        "strided": np.repeat(X, 2, axis=0)[::2],
+    }
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+@pytest.mark.parametrize("n", [1, 37, _PARALLEL_MIN_ROWS + 5])
+def test_assign_matches_reference_for_every_dtype_and_layout(dtype, layout, n):
+    rng = np.random.default_rng(n)
+    X = layouts(rng.normal(size=(n, 5)).astype(dtype))[layout]
+    C = rng.normal(size=(4, 5)).astype(dtype)
+    labels, dist = assign(X, C)
+    ref_labels, ref_dist = reference(X, C)
+    assert labels.dtype == np.int32
+    assert dist.dtype == dtype
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    k=st.integers(1, 12),
+    d=st.integers(1, 40),
+    seed=st.integers(0, 2**31),
+    f32=st.booleans(),
+)
+def test_assign_matches_reference_on_random_shapes(n, k, d, seed, f32):
+    rng = np.random.default_rng(seed)
+    dtype = np.float32 if f32 else np.float64
+    X = rng.normal(size=(n, d)).astype(dtype)
+    C = rng.normal(size=(k, d)).astype(dtype)
+    labels, _ = assign(X, C)
+    ref_labels, ref_dist = reference(X, C)
+    # Near-ties may round either way in float32; the chosen centre must still be nearest.
+    chosen = ((X.astype(np.float64) - C[labels].astype(np.float64)) ** 2).sum(1)
+    np.testing.assert_allclose(chosen, ref_dist, rtol=1e-4 if f32 else 1e-12, atol=1e-6)
+    if not f32:
+        np.testing.assert_array_equal(labels, ref_labels)
+
+
+def test_assign_handles_large_k_and_d_with_memory_linear_in_n():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 2048)).astype(np.float32)
+    C = rng.normal(size=(1024, 2048)).astype(np.float32)
+    C[17] = X[3]
+    labels, dist = assign(X, C)
+    assert labels[3] == 17
+    assert dist[3] == 0.0
+    assert labels.shape == dist.shape == (64,)
+
+
+def test_integer_input_is_converted_to_float64():
+    labels, dist = assign(np.array([[0, 0], [10, 10]]), np.array([[9.0, 9.0], [0.5, 0.0]]))
+    np.testing.assert_array_equal(labels, [1, 0])
+    assert dist.dtype == np.float64
+
+
+@pytest.mark.parametrize("n", [100, _PARALLEL_MIN_ROWS * 3 + 11])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_pass_sums_each_cluster(n, dtype):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(n, 3)).astype(dtype)
+    C = rng.normal(size=(5, 3)).astype(dtype)
+    labels = np.full(n, -1, np.int32)
+    dist = np.empty(n, dtype)
+    counts, sums, sq, changed = assign_stats(X, C, labels, dist)
+    ref_labels, ref_dist = reference(X, C)
+    np.testing.assert_array_equal(labels, ref_labels)
+    assert changed == n
+    np.testing.assert_array_equal(counts, np.bincount(ref_labels, minlength=5))
+    for j in range(5):
+        np.testing.assert_allclose(
+            sums[j], X[ref_labels == j].astype(np.float64).sum(0), rtol=1e-9, atol=1e-9
+        )
+        np.testing.assert_allclose(sq[j], ref_dist[ref_labels == j].sum(), rtol=1e-4)
+    # A second pass with the same centres changes no label.
+    assert assign_stats(X, C, labels)[3] == 0
+
+
+def test_column_variance_matches_numpy():
+    X = np.random.default_rng(2).normal(5.0, 3.0, size=(50_000, 4))
+    np.testing.assert_allclose(column_variance(X), X.var(axis=0), rtol=1e-12)

@@ -1,0 +1,102 @@
+"""KMeans.fit gives scikit-learn's result for the same initialisation."""
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans as SKKMeans
+from sklearn.datasets import make_blobs
+
+from engine import KMeans
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, _ = make_blobs(n_samples=30_000, n_features=4, centers=5, cluster_std=2.0, random_state=3)
+    return X
+
+
+def sklearn_fit(X, **kw):
+    return SKKMeans(algorithm="lloyd", n_init=1, **kw).fit(X)
+
+
+@pytest.mark.parametrize("init", ["random", "k-means++"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_same_seed_gives_scikit_learns_result(blobs, init, dtype, seed):
+    X = blobs.astype(dtype)
+    ours = KMeans(5, init=init, max_iter=100, tol=1e-4, seed=seed).fit(X)
+    ref = sklearn_fit(X, n_clusters=5, init=init, max_iter=100, tol=1e-4, random_state=seed)
+    rtol = 1e-4 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=rtol, atol=rtol)
+    np.testing.assert_array_equal(ours.labels_, ref.labels_)
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=rtol)
+    assert ours.n_iter_ == ref.n_iter_
+
+
+@pytest.mark.parametrize("max_iter, tol", [(1, 1e-4), (3, 0.0), (300, 0.0), (100, 1e-2)])
+def test_explicit_init_matches_scikit_learn_for_tol_and_max_iter(blobs, max_iter, tol):
+    init = blobs[[0, 1, 2, 3, 4]]
+    ours = KMeans(5, init=init, max_iter=max_iter, tol=tol).fit(blobs)
+    ref = sklearn_fit(blobs, n_clusters=5, init=init, max_iter=max_iter, tol=tol)
+    assert ours.n_iter_ == ref.n_iter_
+    np.testing.assert_array_equal(ours.labels_, ref.labels_)
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=1e-9)
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+
+
+def test_empty_cluster_is_relocated_like_scikit_learn():
+    X = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [9.0, 9.0], [9.1, 9.0], [30.0, 30.0]])
+    init = np.array([[0.0, 0.0], [9.0, 9.0], [500.0, 500.0]])
+    ours = KMeans(3, init=init, max_iter=10).fit(X)
+    ref = sklearn_fit(X, n_clusters=3, init=init, max_iter=10)
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_)
+    assert sorted(np.bincount(ours.labels_, minlength=3)) == sorted(
+        np.bincount(ref.labels_, minlength=3)
+    )
+    assert np.bincount(ours.labels_, minlength=3).min() > 0
+
+
+def test_predict_agrees_with_scikit_learn(blobs):
+    ours = KMeans(5, seed=0).fit(blobs)
+    ref = sklearn_fit(blobs, n_clusters=5, init=ours.cluster_centers_, max_iter=1)
+    ref.cluster_centers_ = ours.cluster_centers_
+    queries = np.random.default_rng(0).normal(size=(1000, 4)) * 10
+    np.testing.assert_array_equal(ours.predict(queries), ref.predict(queries))
+    assert ours.predict(queries.astype(np.float32)).dtype == np.int32
+    assert ours.score(blobs) == pytest.approx(-ours.inertia_, rel=1e-9)
+    np.testing.assert_allclose(ours.transform(queries[:5]), ref.transform(queries[:5]), rtol=1e-9)
+
+
+def test_same_seed_same_result_and_fit_predict(blobs):
+    a = KMeans(5, seed=11).fit(blobs)
+    b = KMeans(5, seed=11)
+    np.testing.assert_array_equal(b.fit_predict(blobs), a.labels_)
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+
+
+@pytest.mark.parametrize(
+    "kwargs, X, message",
+    [
+        ({"n_clusters": 5}, np.zeros((3, 2)), "larger than the number of samples"),
+        ({"n_clusters": 0}, np.zeros((3, 2)), "n_clusters must be >= 1"),
+        ({"n_clusters": 2.5}, np.zeros((3, 2)), "n_clusters must be an integer"),
+        ({"n_clusters": 2}, np.array([[0.0, np.nan], [1, 1], [2, 2]]), "NaN or infinity"),
+        ({"n_clusters": 2}, np.array([[0.0, np.inf], [1, 1], [2, 2]]), "NaN or infinity"),
+        ({"n_clusters": 2}, np.zeros(5), "must be 2-D"),
+        ({"n_clusters": 2}, np.array([["a", "b"], ["c", "d"]]), "must hold numbers"),
+        ({"n_clusters": 2, "init": "bogus"}, np.zeros((3, 2)), "init must be"),
+        ({"n_clusters": 2, "init": np.zeros((3, 2))}, np.zeros((3, 2)), "init has shape"),
+        ({"n_clusters": 2, "max_iter": 0}, np.zeros((3, 2)), "max_iter"),
+        ({"n_clusters": 2, "tol": -1.0}, np.zeros((3, 2)), "tol"),
+    ],
+)
+def test_bad_arguments_raise_value_errors_that_say_what_to_fix(kwargs, X, message):
+    with pytest.raises(ValueError, match=message):
+        KMeans(**kwargs).fit(X)
+
+
+def test_predict_checks_fitted_and_dimension(blobs):
+    with pytest.raises(ValueError, match="not fitted"):
+        KMeans(2).predict(blobs)
+    km = KMeans(2).fit(blobs)
+    with pytest.raises(ValueError, match="has 3 features but the model was fitted with 4"):
+        km.predict(np.zeros((2, 3)))

@@ -1,0 +1,20 @@
+"""Prometheus metrics of streamkm (DESIGN.md §6) and the HTTP endpoint that serves them."""
+
+from metrics.gauge_set import GaugeSet
+from metrics.histogram import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, BatchHistogram
+from metrics.server import MetricsPortInUseError, MetricsServer, Readiness
+from metrics.service_metrics import DLQ_REASONS, OUTCOMES, STAGES, ServiceMetrics
+
+__all__ = [
+    "BATCH_SIZE_BUCKETS",
+    "DLQ_REASONS",
+    "LATENCY_BUCKETS",
+    "OUTCOMES",
+    "STAGES",
+    "BatchHistogram",
+    "GaugeSet",
+    "MetricsPortInUseError",
+    "MetricsServer",
+    "Readiness",
+    "ServiceMetrics",
+]

@@ -1,0 +1,97 @@
+"""Produce and consume helpers for integration tests against the embedded broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord, RecordMetadata
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A topic or group name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True)
+class Rec:
+    """A record to produce; ``partition`` None lets the key choose."""
+
+    value: bytes | None
+    key: bytes | None = None
+    headers: Sequence[tuple[str, bytes]] = field(default_factory=tuple)
+    timestamp_ms: int | None = None
+    partition: int | None = None
+
+
+async def produce_records(
+    bootstrap: str, topic: str, records: Sequence[Rec | bytes]
+) -> list[RecordMetadata]:
+    """Send records one by one (in order) and return their metadata once all are acknowledged."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        futures = []
+        for r in records:
+            rec = r if isinstance(r, Rec) else Rec(value=r)
+            futures.append(
+                await producer.send(
+                    topic,
+                    rec.value,
+                    key=rec.key,
+                    partition=rec.partition,
+                    timestamp_ms=rec.timestamp_ms,
+                    headers=list(rec.headers) or None,
+                )
+            )
+        return [await f for f in futures]
+    finally:
+        await producer.stop()
+
+
+async def consume_records(
+    bootstrap: str, topic: str, n: int, timeout: float = 15.0
+) -> list[ConsumerRecord]:
+    """Read exactly ``n`` records from the start of every partition, without a group.
+
+    Fails with a message saying how many arrived if fewer than ``n`` come within ``timeout``, and
+    if more than ``n`` are there once ``n`` have been read (within a short grace read).
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    out: list[ConsumerRecord] = []
+    try:
+        partitions = await _partitions(consumer, topic, timeout)
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        await consumer.seek_to_beginning()
+        deadline = time.monotonic() + timeout
+        while len(out) < n and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            for records in batch.values():
+                out.extend(records)
+        if len(out) < n:
+            raise AssertionError(f"expected {n} records on {topic!r}, got {len(out)} in {timeout}s")
+        extra = await consumer.getmany(timeout_ms=100)
+        surplus = sum(len(v) for v in extra.values())
+        if len(out) > n or surplus:
+            raise AssertionError(f"expected {n} records on {topic!r}, found {len(out) + surplus}")
+    finally:
+        await consumer.stop()
+    return sorted(out, key=lambda r: (r.partition, r.offset))
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float) -> set[int]:
+    """The topic's partition ids, refreshing metadata until the topic shows up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await consumer._client.force_metadata_update()
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return set(found)
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"topic {topic!r} did not appear within {timeout}s")

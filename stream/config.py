@@ -121,6 +121,9 @@ class Settings:
     metrics_host: str = _opt("127.0.0.1", "address of the /metrics endpoint")
     metrics_port: int = _opt(9100, "port of the /metrics endpoint (0 picks a free port)")
     connect_timeout: float = _opt(15.0, "seconds to wait for the Kafka cluster at start")
+    session_timeout: float = _opt(
+        10.0, "consumer-group session timeout in seconds (failure detection, rebalance speed)"
+    )
     security_protocol: str = _opt("PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
     sasl_mechanism: str | None = _opt(None, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
     sasl_username: str | None = _opt(None, "SASL user name")
@@ -144,6 +147,7 @@ class Settings:
         _check_choice("input_format", self.input_format, INPUT_FORMATS)
         _check_positive(self, "k", "dim", "half_life", "refit_every", "refit_interval")
         _check_positive(self, "max_batch", "warmup", "max_pending", "connect_timeout")
+        _check_positive(self, "session_timeout")
         _check_positive(self, "anomaly_threshold")
         if self.warmup < self.k:
             raise _fail("warmup", f"must be at least k={self.k} records, got {self.warmup}")

@@ -1,0 +1,139 @@
+"""The `<model>.updates` log on Kafka: read it in order into a ModelReplica, publish to it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from engine import BatchStats, ModelState
+
+from .modelmsg import (
+    INIT,
+    STATS,
+    TYPE_HEADER,
+    AppliedUpdate,
+    ModelParams,
+    ModelReplica,
+    encode_init,
+    message_type,
+)
+
+log = logging.getLogger("streamkm.modellog")
+
+OnApplied = Callable[[ModelReplica, AppliedUpdate], None]
+
+
+class UpdateLog:
+    """Follows one model's updates log with a group-less consumer and applies every record."""
+
+    def __init__(
+        self,
+        topic: str,
+        client_kwargs: dict[str, Any],
+        replica: ModelReplica,
+        on_applied: OnApplied | None = None,
+    ) -> None:
+        self.topic = topic
+        self.replica = replica
+        self._tp = TopicPartition(topic, 0)
+        self._consumer = AIOKafkaConsumer(
+            **client_kwargs, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        self._on_applied = on_applied
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self.lag = 0
+
+    async def start(self) -> None:
+        """Connect and position at the replica's next offset (0 for an empty replica)."""
+        await self._consumer.start()
+        self._consumer.assign([self._tp])
+        if self.replica.next_offset:
+            self._consumer.seek(self._tp, self.replica.next_offset)
+        else:
+            await self._consumer.seek_to_beginning(self._tp)
+
+    async def catch_up(self, timeout: float = 30.0) -> None:
+        """Apply every record up to the log's current end."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = await self._poll(200)
+            high = self._consumer.highwater(self._tp)
+            if not got and high is not None and self.replica.next_offset >= high:
+                return
+        log.warning("updates log %s not fully read after %.0fs; continuing", self.topic, timeout)
+
+    def follow(self) -> None:
+        """Keep applying new records in a background task until `stop`."""
+        self._task = asyncio.create_task(self._follow(), name="updates-log")
+
+    async def wait_until(self, predicate: Callable[[ModelReplica], bool], timeout: float) -> bool:
+        """Wait until the replica satisfies `predicate` (True) or the timeout passes (False)."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: predicate(self.replica)), timeout
+                )
+            except TimeoutError:
+                return False
+        return True
+
+    async def stop(self) -> None:
+        """Stop following and close the consumer."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+    async def _follow(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._poll(500)
+                backoff = 0.1
+            except KafkaError as exc:
+                log.warning("reading %s failed (%s); retrying in %.1fs", self.topic, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _poll(self, timeout_ms: int) -> bool:
+        batches = await self._consumer.getmany(self._tp, timeout_ms=timeout_ms, max_records=1000)
+        records = batches.get(self._tp, [])
+        for rec in records:
+            applied = self.replica.apply(
+                rec.offset, message_type(rec.headers), rec.value, rec.timestamp
+            )
+            if applied is not None and self._on_applied is not None:
+                self._on_applied(self.replica, applied)
+        high = self._consumer.highwater(self._tp)
+        if high is not None:
+            self.lag = max(0, high - self.replica.next_offset)
+        if records:
+            async with self._changed:
+                self._changed.notify_all()
+        return bool(records)
+
+
+async def publish_init(
+    producer: AIOKafkaProducer, topic: str, state: ModelState, params: ModelParams, origin: str
+) -> None:
+    """Append an `init` record; only the first init in the log takes effect."""
+    await producer.send_and_wait(
+        topic,
+        value=encode_init(state, params, origin),
+        partition=0,
+        headers=[(TYPE_HEADER, INIT.encode())],
+    )
+
+
+async def publish_stats(producer: AIOKafkaProducer, topic: str, stats: BatchStats) -> None:
+    """Append a `stats` record of merged mini-batch statistics."""
+    await producer.send_and_wait(
+        topic, value=stats.to_bytes(), partition=0, headers=[(TYPE_HEADER, STATS.encode())]
+    )

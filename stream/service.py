@@ -1,0 +1,475 @@
+"""The service loop: fetch, decode, assign, publish, commit (DESIGN.md §1), and feed the model.
+
+input topic --getmany--> decode --> engine.batch_stats --> labels --> output topic
+                           | bad                                  \\--> statistics --> <model>.updates
+                           v
+                      <input>.dlq          offsets committed once every record is acknowledged
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+
+from engine import BatchStats, ModelState, anomaly_scores, batch_stats, kmeans_plusplus, warmup
+from metrics import MetricsPortInUseError, MetricsServer, ServiceMetrics
+
+from .codec import DecodedBatch, decode_batch, encode_labels
+from .config import Settings
+from .modellog import UpdateLog, publish_init, publish_stats
+from .modelmsg import AppliedUpdate, ModelParams, ModelReplica
+from .output import output_partitions, send_labels, send_rejects
+from .topics import (
+    BrokerUnreachable,
+    TopicError,
+    TopicSpec,
+    ensure_topics,
+    partition_count,
+    wait_for_broker,
+)
+
+log = logging.getLogger("streamkm.service")
+
+# Without a full warm-up sample, initialise from what there is after this long (seconds).
+_WARMUP_PATIENCE_S = 2.0
+_LAG_EVERY_S = 2.0
+_MAX_BACKOFF_S = 10.0
+
+
+@dataclass
+class Fetched:
+    """Records of one getmany, decoded, waiting to be labeled."""
+
+    records: list[ConsumerRecord]
+    decoded: DecodedBatch
+    poll_s: float
+    decode_s: float
+    at: float = field(default_factory=time.monotonic)
+
+
+class Service:
+    """One streamkm instance: a consumer-group member that labels records with the shared model."""
+
+    def __init__(self, settings: Settings, metrics: ServiceMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or ServiceMetrics()
+        self.replica = ModelReplica()
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        self.stopping = asyncio.Event()
+        self.started = asyncio.Event()
+        self.labeled = 0
+        self.invalid = 0
+        self._kafka = settings.kafka_client_kwargs()
+        self._dim = settings.dim
+        self._pending: list[Fetched] = []
+        self._acc: BatchStats | None = None
+        self._acc_since = time.monotonic()
+        self._init_sent = False
+        self._lock = asyncio.Lock()
+        self._paused = False
+        self._healthy = True
+        self._backoff = 0.1
+        self._last_lag = 0.0
+        self._out_partitions = 1
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.updates: UpdateLog | None = None
+
+    # --- readiness -----------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason) for /readyz: partitions assigned, model initialised, broker healthy."""
+        if self.consumer is None or not self.started.is_set():
+            return False, "starting"
+        if not self._healthy:
+            return False, "kafka unavailable, retrying"
+        if not self.replica.ready:
+            return False, "waiting for the model's init"
+        if not self.consumer.assignment():
+            return False, "no partitions assigned"
+        return True, f"ready: model version {self.replica.version}"
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until `stopping` is set, then drain, commit and close."""
+        s = self.settings
+        await wait_for_broker(s.bootstrap, s.connect_timeout, self._kafka)
+        await self._ensure_topics()
+        self.producer = AIOKafkaProducer(
+            **self._kafka, acks="all", max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024
+        )
+        await self.producer.start()
+        self.updates = UpdateLog(s.updates_topic, self._kafka, self.replica, self._on_model)
+        await self.updates.start()
+        await self.updates.catch_up()
+        self.updates.follow()
+        if self.replica.ready:
+            self._adopt_model()
+        elif s.frozen:
+            log.warning("--frozen: model %r has no init yet; waiting for one", s.model)
+        session_ms = int(s.session_timeout * 1000)
+        self.consumer = AIOKafkaConsumer(
+            **self._kafka,
+            group_id=s.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=s.max_batch,
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(100, session_ms // 3),
+            rebalance_timeout_ms=max(session_ms, 30_000),
+        )
+        self.consumer.subscribe([s.input_topic], listener=_Rebalance(self))
+        await self.consumer.start()
+        self.started.set()
+        log.info("consuming %s as group %s (instance %s)", s.input_topic, s.group, self.instance)
+        try:
+            await self._loop()
+        finally:
+            await self._shutdown()
+
+    async def _ensure_topics(self) -> None:
+        s = self.settings
+        try:
+            n_in = await partition_count(s.bootstrap, s.input_topic, self._kafka)
+        except TopicError:
+            n_in = 4
+            await ensure_topics(s.bootstrap, [TopicSpec(s.input_topic, n_in)], self._kafka)
+        await ensure_topics(
+            s.bootstrap,
+            [
+                TopicSpec(s.output_topic, n_in),
+                TopicSpec(s.dlq, n_in),
+                TopicSpec(s.updates_topic, 1),
+                TopicSpec(s.snapshots_topic, 1, compact=True),
+            ],
+            self._kafka,
+        )
+        self._out_partitions = await partition_count(s.bootstrap, s.output_topic, self._kafka)
+
+    async def _shutdown(self) -> None:
+        # Whatever was labeled but not yet published still teaches the shared model.
+        if self.producer is not None:
+            try:
+                await self._publish_stats(force=True)
+            except KafkaError as exc:
+                log.warning("could not publish the last statistics: %s", exc)
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.updates is not None:
+            await self.updates.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        log.info("stopped after labeling %d records (%d invalid)", self.labeled, self.invalid)
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        assert self.consumer is not None
+        s = self.settings
+        while not self.stopping.is_set():
+            t0 = time.perf_counter()
+            batches = await self.consumer.getmany(timeout_ms=100, max_records=s.max_batch)
+            t1 = time.perf_counter()
+            async with self._lock:
+                records = [r for tp in sorted(batches) for r in batches[tp]]
+                if records:
+                    decoded = decode_batch([r.value for r in records], s.input_format, self._dim)
+                    self._dim = decoded.dim
+                    self._pending.append(
+                        Fetched(records, decoded, t1 - t0, time.perf_counter() - t1)
+                    )
+                if not self.replica.ready:
+                    await self._await_model()
+                    continue
+                while self._pending and not self.stopping.is_set():
+                    if not await self._handle(self._pending[0]):
+                        break
+                    self._pending.pop(0)
+                self._resume_if_paused()
+                await self._publish_stats()
+            await self._update_lag()
+
+    async def _await_model(self) -> None:
+        """Before the model exists: gather a warm-up sample, publish an init, hold records."""
+        s = self.settings
+        if not s.frozen and not self._init_sent:
+            sample = self._warmup_sample()
+            waited = time.monotonic() - self._pending[0].at if self._pending else 0.0
+            if len(sample) >= s.warmup or (len(sample) >= s.k and waited > _WARMUP_PATIENCE_S):
+                await self._publish_init(sample)
+        held = sum(len(f.records) for f in self._pending)
+        if held >= s.max_pending and not self._paused:
+            log.warning("holding %d records until the model exists; pausing fetch", held)
+            self._pause()
+        assert self.updates is not None
+        await self.updates.wait_until(lambda r: r.ready, timeout=0.05)
+
+    def _warmup_sample(self) -> np.ndarray:
+        rows = [f.decoded.X for f in self._pending if len(f.decoded.X)]
+        if not rows:
+            return np.zeros((0, self._dim or 1), np.float32)
+        return np.concatenate(rows)[: self.settings.warmup]
+
+    async def _publish_init(self, sample: np.ndarray) -> None:
+        assert self.producer is not None
+        s = self.settings
+        centers = kmeans_plusplus(sample.astype(np.float64), s.k, seed=0)
+        params = ModelParams(k=s.k, d=sample.shape[1], half_life=s.half_life)
+        await publish_init(
+            self.producer, s.updates_topic, ModelState.initial(centers), params, self.instance
+        )
+        self._init_sent = True
+        log.info("published init for model %r from %d warm-up records", s.model, len(sample))
+
+    def _on_model(self, replica: ModelReplica, applied: AppliedUpdate) -> None:
+        """Called by the updates log for each record applied."""
+        state = replica.state
+        assert state is not None
+        if applied.kind == "init":
+            self._adopt_model()
+        shift = applied.result.shift if applied.result else 0.0
+        total_w = float(state.weights.sum())
+        msd = float(state.sq_sums.sum() / total_w) if total_w > 0 else 0.0
+        self.metrics.set_model(state.version, state.weights, shift, msd)
+        if applied.result and applied.result.reseeded:
+            self.metrics.inc_reseeds(len(applied.result.reseeded))
+        assert self.updates is not None
+        self.metrics.set_updates_lag(self.updates.lag)
+
+    def _adopt_model(self) -> None:
+        params = self.replica.params
+        assert params is not None
+        s = self.settings
+        if self._dim is not None and self._dim != params.d:
+            log.warning(
+                "model %r has d=%d; records of d=%d will be dead-lettered",
+                s.model,
+                params.d,
+                self._dim,
+            )
+        if params.k != s.k or params.half_life != s.half_life:
+            log.warning(
+                "model %r was initialised with k=%d, half_life=%s; following it (--k=%d, --half-life=%s)",
+                s.model,
+                params.k,
+                params.half_life,
+                s.k,
+                s.half_life,
+            )
+        self._dim = params.d
+        # Records held before the model existed were decoded without a known dimension.
+        self._pending = [
+            Fetched(
+                f.records,
+                decode_batch([r.value for r in f.records], s.input_format, params.d),
+                f.poll_s,
+                f.decode_s,
+                f.at,
+            )
+            for f in self._pending
+        ]
+
+    async def _handle(self, f: Fetched) -> bool:
+        """Label, publish and commit one fetched batch; False if Kafka failed (it is retried)."""
+        assert self.producer is not None and self.consumer is not None
+        s = self.settings
+        state = self.replica.state
+        assert state is not None
+        dec = f.decoded
+        t0 = time.perf_counter()
+        if len(dec.X):
+            labels, sq, stats = batch_stats(dec.X, state.centers)
+            distance, score = anomaly_scores(state, labels, sq)
+        else:
+            labels, distance, score = np.zeros(0, np.int32), np.zeros(0), np.zeros(0)
+            stats = None
+        values = encode_labels(dec.ids, labels, distance, score, state.version)
+        t1 = time.perf_counter()
+        labeled = [f.records[i] for i in dec.index.tolist()]
+        try:
+            futures = await send_labels(
+                self.producer,
+                s.output_topic,
+                labeled,
+                values,
+                output_partitions(labeled, self._out_partitions),
+            )
+            futures += await send_rejects(self.producer, s.dlq, f.records, dec.rejects)
+            await asyncio.gather(*futures)
+            t2 = time.perf_counter()
+            await self.consumer.commit(_commit_offsets(f.records))
+        except KafkaError as exc:
+            await self._kafka_failed(exc, f)
+            return False
+        t3 = time.perf_counter()
+        self._recovered()
+        if stats is not None and not s.frozen:
+            self._acc = stats if self._acc is None else self._acc.merge(stats)
+        now_ms = time.time() * 1000.0
+        stamps = np.fromiter((r.timestamp for r in labeled), np.float64, len(labeled))
+        self.labeled += len(labeled)
+        self.invalid += len(dec.rejects)
+        self.metrics.record_batch(
+            n_labeled=len(labeled),
+            n_invalid=len(dec.rejects),
+            latencies_s=np.maximum(now_ms - stamps, 0.0) / 1000.0,
+            n_anomalies=int((score > s.anomaly_threshold).sum()),
+            stage_seconds={
+                "poll": f.poll_s,
+                "decode": f.decode_s,
+                "assign": t1 - t0,
+                "produce": t2 - t1,
+                "commit": t3 - t2,
+            },
+            dlq_reasons=[r.reason for r in dec.rejects],
+        )
+        return True
+
+    async def _publish_stats(self, force: bool = False) -> None:
+        s = self.settings
+        acc = self._acc
+        if acc is None or acc.n == 0 or s.frozen or self.producer is None:
+            return
+        due = acc.n >= s.refit_every or time.monotonic() - self._acc_since >= s.refit_interval
+        if not (due or force):
+            return
+        t0 = time.perf_counter()
+        await publish_stats(self.producer, s.updates_topic, acc)
+        self._acc = None
+        self._acc_since = time.monotonic()
+        self.metrics.record_batch(n_labeled=0, stage_seconds={"update": time.perf_counter() - t0})
+
+    async def _kafka_failed(self, exc: Exception, f: Fetched) -> None:
+        """Back off after a failed publish or commit; the batch stays pending and is resent."""
+        if self._healthy:
+            log.error("kafka unavailable (%s); retrying the batch with backoff", exc)
+        self._healthy = False
+        self._backoff = min(self._backoff * 2, _MAX_BACKOFF_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), self._backoff)
+
+    def _recovered(self) -> None:
+        if not self._healthy:
+            log.info("kafka available again; resuming")
+        self._healthy = True
+        self._backoff = 0.1
+
+    # --- flow control and lag --------------------------------------------------------------
+
+    def _pause(self) -> None:
+        assert self.consumer is not None
+        self.consumer.pause(*self.consumer.assignment())
+        self._paused = True
+
+    def _resume_if_paused(self) -> None:
+        if self._paused and self.consumer is not None:
+            self.consumer.resume(*self.consumer.assignment())
+            self._paused = False
+
+    async def _update_lag(self) -> None:
+        """Consumer lag per partition: highwater - position (Tansu's end_offsets is unreliable)."""
+        now = time.monotonic()
+        if now - self._last_lag < _LAG_EVERY_S or self.consumer is None:
+            return
+        self._last_lag = now
+        lag: dict[int, int] = {}
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                lag[tp.partition] = max(0, high - await self.consumer.position(tp))
+        self.metrics.set_lag(lag)
+        if self.updates is not None:
+            self.metrics.set_updates_lag(self.updates.lag)
+
+    def drop_partitions(self, revoked: set[TopicPartition]) -> None:
+        """Forget held records of partitions this instance no longer owns."""
+        kept = []
+        for f in self._pending:
+            records = [r for r in f.records if TopicPartition(r.topic, r.partition) not in revoked]
+            if len(records) == len(f.records):
+                kept.append(f)
+            elif records:
+                dec = decode_batch(
+                    [r.value for r in records], self.settings.input_format, self._dim
+                )
+                kept.append(Fetched(records, dec, f.poll_s, f.decode_s, f.at))
+        self._pending = kept
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Finish and commit the batch in flight before partitions move to another instance."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.service._lock:
+            self.service.drop_partitions(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("assigned %s", sorted(tp.partition for tp in assigned))
+
+
+def _commit_offsets(records: list[ConsumerRecord]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """Offset to commit per partition: one past the last record handled."""
+    last: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        last[tp] = max(last.get(tp, -1), r.offset)
+    return {tp: OffsetAndMetadata(off + 1, "") for tp, off in last.items()}
+
+
+async def serve(settings: Settings, metrics: ServiceMetrics | None = None) -> Service:
+    """Run a service with its metrics endpoint until SIGTERM/SIGINT; returns it when stopped."""
+    service = Service(settings, metrics)
+    server = MetricsServer(
+        service.metrics, settings.metrics_host, settings.metrics_port, ready=service.readiness
+    )
+    server.start()
+    log.info("metrics on %s", server.url)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stopping.set)
+    try:
+        await service.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        server.stop()
+    return service
+
+
+def run_service(settings: Settings) -> int:
+    """Entry point of `streamkm serve`: exit 0 after a clean stop, 2 on a setup error."""
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    log.info("starting with %r", settings)
+    warmup()
+    try:
+        asyncio.run(serve(settings))
+    except BrokerUnreachable as exc:
+        print(f"streamkm serve: {exc}", file=sys.stderr)
+        return 2
+    except MetricsPortInUseError as exc:
+        print(f"streamkm serve: {exc}", file=sys.stderr)
+        return 2
+    except TopicError as exc:
+        print(f"streamkm serve: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,220 @@
+"""Engine benchmarks against scikit-learn, measured in the same run (issue 2).
+
+    .venv/bin/python bench/bench_engine.py [--runs 5] [--no-write]
+
+Prints a table and rewrites the engine section of docs/benchmarks.md. Times are medians of
+--runs interleaved repetitions (ours, theirs, ours, theirs, ...), so machine noise hits both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numba
+import numpy as np
+import sklearn
+from numba import njit, prange
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans as SKKMeans
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.datasets import make_blobs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine_facts, write_section
+
+from engine import KMeans, StreamingKMeans, warmup
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleaved(runs: int, ours: Callable[[], object], theirs: Callable[[], object]):
+    """Median seconds of ours and theirs, alternating so drifts in load hit both."""
+    a, b = [], []
+    for _ in range(runs):
+        a.append(timed(ours))
+        b.append(timed(theirs))
+    return statistics.median(a), statistics.median(b), a, b
+
+
+@njit(parallel=True, cache=True)
+def _stream_once(X):
+    """Read every element of X once (two threads): the memory-read floor of any pass."""
+    n = X.shape[0]
+    acc = np.zeros(64)
+    rows = (n + 63) // 64
+    for b in prange(64):
+        s = 0.0
+        for i in range(b * rows, min(n, (b + 1) * rows)):
+            for t in range(X.shape[1]):
+                s += X[i, t]
+        acc[b] = s
+    return acc.sum()
+
+
+def bench_seed(runs: int) -> list[tuple[str, str]]:
+    X, _ = make_blobs(n_samples=1_000_000, random_state=0)
+    results: dict[str, list[float]] = {"ours": [], "sk": [], "ratio": []}
+    inertia_ratios, iters = [], []
+    for seed in range(runs):
+        ours = KMeans(3, init="random", max_iter=100, tol=1e-4, seed=seed)
+        theirs = SKKMeans(
+            3,
+            init="random",
+            algorithm="lloyd",
+            n_init=1,
+            max_iter=100,
+            tol=1e-4,
+            random_state=seed,
+        )
+        results["ours"].append(timed(lambda: ours.fit(X)))  # noqa: B023
+        results["sk"].append(timed(lambda: theirs.fit(X)))  # noqa: B023
+        inertia_ratios.append(ours.inertia_ / theirs.inertia_)
+        iters.append((ours.n_iter_, theirs.n_iter_))
+    a, b = statistics.median(results["ours"]), statistics.median(results["sk"])
+    return [
+        ("seed: make_blobs(1M, 2-D, 3 blobs), KMeans(3, init=random, max_iter=100, tol=1e-4)", ""),
+        ("  streamkm fit, median s", f"{a:.4f}"),
+        ("  scikit-learn fit (lloyd, n_init=1), median s", f"{b:.4f}"),
+        ("  speed-up (target >= 3x)", f"{b / a:.2f}x"),
+        (
+            "  inertia ratio ours/sklearn, worst of runs (target <= 1.01)",
+            f"{max(inertia_ratios):.6f}",
+        ),
+        ("  iterations (ours, sklearn) per seed", " ".join(f"{i}/{j}" for i, j in iters)),
+    ]
+
+
+def bench_predict(runs: int) -> list[tuple[str, str]]:
+    X, _ = make_blobs(n_samples=1_000_000, n_features=16, centers=8, random_state=0)
+    X = X.astype(np.float32)
+    ours = KMeans(8, seed=0).fit(X[:100_000])
+    theirs = SKKMeans(8, init=ours.cluster_centers_, n_init=1, max_iter=1).fit(X[:1000])
+    theirs.cluster_centers_ = ours.cluster_centers_.astype(np.float32)
+    assert (ours.predict(X[:10_000]) == theirs.predict(X[:10_000])).all()
+    a, b, _, _ = interleaved(max(runs, 5) * 2, lambda: ours.predict(X), lambda: theirs.predict(X))
+    _stream_once(X)
+    floor = statistics.median(timed(lambda: _stream_once(X)) for _ in range(max(runs, 5) * 2))
+    return [
+        ("predict: 1,000,000 x 16 float32, k = 8", ""),
+        ("  streamkm predict, median s", f"{a:.4f}"),
+        ("  scikit-learn predict, median s", f"{b:.4f}"),
+        ("  speed-up (target >= 2.5x)", f"{b / a:.2f}x"),
+        ("  time to stream X once (64 MB, 2 threads), median s", f"{floor:.4f}"),
+        ("  predict / memory-read floor", f"{a / floor:.2f}x"),
+    ]
+
+
+def bench_partial_fit(runs: int) -> list[tuple[str, str]]:
+    X, _ = make_blobs(n_samples=1_000_000, n_features=16, centers=8, random_state=0)
+    X = X.astype(np.float32)
+    batches = [X[i : i + 1024] for i in range(0, len(X), 1024)]
+
+    def ours() -> StreamingKMeans:
+        m = StreamingKMeans(8, seed=0)
+        for b in batches:
+            m.partial_fit(b)
+        return m
+
+    def theirs() -> MiniBatchKMeans:
+        m = MiniBatchKMeans(8, random_state=0, n_init=1)
+        for b in batches:
+            m.partial_fit(b)
+        return m
+
+    a, b, _, _ = interleaved(runs, ours, theirs)
+    converged = KMeans(8, seed=0).fit(X).inertia_
+    ours_inertia = (
+        -KMeans(8, init=ours().cluster_centers_.astype(np.float32), max_iter=1).fit(X).score(X)
+    )
+    theirs_inertia = -theirs().score(X)
+    return [
+        ("partial_fit: 1,000,000 x 16 float32 in batches of 1024, k = 8", ""),
+        ("  streamkm StreamingKMeans.partial_fit loop, median s", f"{a:.4f}"),
+        ("  scikit-learn MiniBatchKMeans.partial_fit loop, median s", f"{b:.4f}"),
+        ("  speed-up (target >= 10x)", f"{b / a:.1f}x"),
+        (
+            "  final inertia / converged batch k-means (target <= 1.03)",
+            f"{ours_inertia / converged:.4f}",
+        ),
+        ("  scikit-learn's final inertia / converged", f"{theirs_inertia / converged:.4f}"),
+    ]
+
+
+def bench_drift() -> list[tuple[str, str]]:
+    """Blobs whose centres move steadily; distance of learned to true centres over time."""
+    rng = np.random.default_rng(0)
+    k, d, per_step, steps = 5, 4, 2000, 100
+    start = rng.uniform(-30, 30, size=(k, d))
+    velocity = rng.normal(size=(k, d))
+    velocity *= 0.05 / np.linalg.norm(velocity, axis=1, keepdims=True)  # 0.05 per 1000 records
+    models = {
+        "no half-life": StreamingKMeans(k, seed=0),
+        "half_life=5000": StreamingKMeans(k, half_life=5000.0, seed=0),
+    }
+    checkpoints = {10, 25, 50, 75, 100}
+    errors: dict[str, list[str]] = {name: [] for name in models}
+    for step in range(1, steps + 1):
+        centres = start + velocity * (step * per_step / 1000.0)
+        X = centres[rng.integers(0, k, per_step)] + rng.normal(scale=1.0, size=(per_step, d))
+        for name, m in models.items():
+            m.partial_fit(X)
+            if step in checkpoints:
+                dist = np.linalg.norm(m.cluster_centers_[:, None] - centres[None], axis=2)
+                rows, cols = linear_sum_assignment(dist)
+                errors[name].append(f"{dist[rows, cols].mean():.2f}")
+    header = "/".join(f"{c * per_step // 1000}k" for c in sorted(checkpoints))
+    return [
+        (
+            f"drift: {k} blobs in {d}-D moving 0.05 per 1000 records (std 1); mean distance learned->true at {header} records",
+            "",
+        ),
+        *[(f"  {name}", " / ".join(v)) for name, v in errors.items()],
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    warmup()
+    rows = (
+        bench_seed(args.runs)
+        + bench_predict(args.runs)
+        + bench_partial_fit(args.runs)
+        + bench_drift()
+    )
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
+    print("\n".join(lines))
+    if not args.no_write:
+        body = "\n".join(
+            [
+                "## Engine (issue 2)",
+                "",
+                f"Command: `.venv/bin/python bench/bench_engine.py --runs {args.runs}`",
+                "",
+                machine_facts(
+                    extra=f"numba {numba.__version__}, scikit-learn {sklearn.__version__}, numpy {np.__version__}"
+                ),
+                "",
+                "| measurement | value |",
+                "| --- | --- |",
+                *[f"| {name.strip()} | {value} |" for name, value in rows],
+            ]
+        )
+        write_section("engine", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,12 @@
 """Prometheus metrics of streamkm (DESIGN.md §6) and the HTTP endpoint that serves them."""
 
 from metrics.gauge_set import GaugeSet
-from metrics.histogram import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, BatchHistogram
+from metrics.histogram import (
+    BATCH_SIZE_BUCKETS,
+    LATENCY_BUCKETS,
+    BatchHistogram,
+    histogram_quantile,
+)
 from metrics.server import MetricsPortInUseError, MetricsServer, Readiness
 from metrics.service_metrics import DLQ_REASONS, OUTCOMES, STAGES, ServiceMetrics
 
@@ -17,4 +22,5 @@ __all__ = [
     "MetricsServer",
     "Readiness",
     "ServiceMetrics",
+    "histogram_quantile",
 ]

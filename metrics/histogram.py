@@ -159,3 +159,31 @@ class BatchHistogram(Collector):
     def _family(self) -> HistogramMetricFamily:
         labels = [self._labelname] if self._labelname is not None else []
         return HistogramMetricFamily(self._name, self._documentation, labels=labels)
+
+
+def histogram_quantile(
+    q: float, upper_bounds: Sequence[float], counts: Sequence[int] | np.ndarray
+) -> float:
+    """The q-quantile of bucketed observations, interpolated linearly within its bucket.
+
+    As PromQL's histogram_quantile: the first bucket starts at 0, and a quantile that falls in
+    the +Inf bucket is reported as the largest finite bound. NaN when there are no observations.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be within [0, 1], got {q}")
+    cumulative = np.cumsum(np.asarray(counts, dtype=np.float64))
+    total = float(cumulative[-1]) if len(cumulative) else 0.0
+    if total == 0:
+        return math.nan
+    rank = q * total
+    # The first bucket holding the rank-th observation; for q = 0, the first non-empty bucket.
+    i = int(np.searchsorted(cumulative, rank, side="left" if rank > 0 else "right"))
+    i = min(i, len(cumulative) - 1)
+    if math.isinf(upper_bounds[i]):
+        return float(upper_bounds[i - 1]) if i > 0 else math.nan
+    lower = float(upper_bounds[i - 1]) if i > 0 else 0.0
+    below = float(cumulative[i - 1]) if i > 0 else 0.0
+    in_bucket = float(cumulative[i]) - below
+    if in_bucket == 0:
+        return lower
+    return lower + (float(upper_bounds[i]) - lower) * (rank - below) / in_bucket

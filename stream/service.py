@@ -46,6 +46,10 @@ log = logging.getLogger("streamkm.service")
 _WARMUP_PATIENCE_S = 2.0
 _LAG_EVERY_S = 2.0
 _MAX_BACKOFF_S = 10.0
+# Longest a fetch may wait for data. aiokafka's 500 ms default shows up one-for-one in the
+# end-to-end latency (the embedded broker holds fetches that long); a busy topic fills batches
+# well before 10 ms anyway.
+_FETCH_MAX_WAIT_MS = 10
 
 
 @dataclass
@@ -127,6 +131,7 @@ class Service:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.max_batch,
+            fetch_max_wait_ms=_FETCH_MAX_WAIT_MS,
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(100, session_ms // 3),
             rebalance_timeout_ms=max(session_ms, 30_000),

@@ -9,10 +9,7 @@ import pytest
 from stream.config import Settings, env_name, flag_name
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-ROWS = {
-    m.group(1): m.group(0)
-    for m in re.finditer(r"^\| `(--[a-z-]+)` \| .*$", README, re.M)
-}
+ROWS = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(--[a-z-]+)` \| .*$", README, re.M)}
 
 
 @pytest.mark.parametrize("field", dataclasses.fields(Settings), ids=lambda f: f.name)
@@ -23,7 +20,9 @@ def test_every_serve_option_is_in_the_readme_with_its_variable_and_default(field
     if field.default is None:
         assert "(none)" in row or "<input-topic>" in row
     else:
-        default = str(field.default).lower() if isinstance(field.default, bool) else str(field.default)
+        default = (
+            str(field.default).lower() if isinstance(field.default, bool) else str(field.default)
+        )
         assert f"`{default}`" in row
 
 

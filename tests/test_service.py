@@ -139,3 +139,39 @@ async def test_a_restarted_service_continues_from_committed_offsets(broker, new_
         assert second.labeled == 1500
         assert second.replica.version > 1
     await consume_records(broker.bootstrap, s.output_topic, 3000)
+
+
+async def test_records_before_the_model_exists_wait_and_are_all_labeled(broker, new_topic):
+    topic = await new_topic(partitions=2)
+    # Fewer records than the warm-up sample: the model starts from what there is, none is lost.
+    await produce_blobs(broker.bootstrap, topic, 300, dim=2, k=3, seed=5, partitions=2)
+    s = settings_for(broker, topic, warmup=1000, max_pending=1000)
+    async with running(s) as service:
+        await wait_labeled(service, 300)
+        assert service.replica.ready
+    outputs = await consume_records(broker.bootstrap, s.output_topic, 300)
+    assert {orjson.loads(r.value)["id"] for r in outputs} == set(range(300))
+
+
+async def test_service_creates_its_topics_with_the_snapshots_topic_compacted(broker, new_topic):
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    topic = await new_topic(partitions=3)
+    await produce_blobs(broker.bootstrap, topic, 100, dim=2, k=3, seed=6, partitions=3)
+    s = settings_for(broker, topic, warmup=50)
+    async with running(s) as service:
+        await wait_labeled(service, 100)
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([s.output_topic, s.dlq, s.updates_topic])
+        partitions = {t["topic"]: len(t["partitions"]) for t in described}
+        configs = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, s.snapshots_topic)]
+        )
+    finally:
+        await admin.close()
+    assert partitions == {s.output_topic: 3, s.dlq: 3, s.updates_topic: 1}
+    entries = {c[0]: c[1] for c in configs[0].resources[0][4]}
+    assert entries.get("cleanup.policy") == "compact"

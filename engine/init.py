@@ -9,8 +9,15 @@ from .kernels import assign
 
 def random_init(X: np.ndarray, n_clusters: int, seed: int | None) -> np.ndarray:
     """Pick n_clusters distinct rows at random (scikit-learn's "random" for the same seed)."""
+    n = X.shape[0]
     rng = np.random.RandomState(seed)
-    idx = rng.choice(X.shape[0], size=n_clusters, replace=False, p=_uniform(X.shape[0]))
+    # RandomState.choice(n, k, replace=False, p=uniform) draws k uniforms and looks them up in
+    # the cumulative distribution; doing just that skips its copies of p (the same indices).
+    cdf = np.cumsum(_uniform(n))
+    cdf /= cdf[-1]
+    idx = cdf.searchsorted(rng.random_sample(n_clusters), side="right")
+    if np.unique(idx).size < n_clusters:  # a repeated draw: let choice redraw as it does
+        idx = np.random.RandomState(seed).choice(n, size=n_clusters, replace=False, p=_uniform(n))
     return np.array(X[idx], dtype=X.dtype, order="C")
 
 

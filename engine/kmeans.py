@@ -6,7 +6,7 @@ import numpy as np
 
 from .init import kmeans_plusplus, random_init
 from .kernels import assign, assign_stats, column_variance
-from .validation import check_data, check_n_clusters, check_positive
+from .validation import check_data, check_finite_result, check_n_clusters, check_positive
 
 
 class KMeans:
@@ -58,7 +58,7 @@ class KMeans:
 
     def fit(self, X: object) -> KMeans:
         """Compute the clustering of X; returns self."""
-        X = check_data(X)
+        X = check_data(X, finite=False)  # checked on the first pass's sums instead
         n, d = X.shape
         k = check_n_clusters(self.n_clusters, n)
         if (
@@ -78,6 +78,8 @@ class KMeans:
         while n_iter < self.max_iter:
             n_iter += 1
             counts, sums, sq, changed = assign_stats(X, centers, labels)
+            if n_iter == 1:
+                check_finite_result(X, np.concatenate([sums.ravel(), sq]))
             if changed == 0:
                 strict = True
                 break
@@ -102,8 +104,10 @@ class KMeans:
     def predict(self, X: object) -> np.ndarray:
         """Index (int32) of the nearest fitted centre for each row of X."""
         centers = self._fitted()
-        X = check_data(X, dim=centers.shape[1])
-        return assign(X, centers)[0]
+        X = check_data(X, dim=centers.shape[1], finite=False)
+        labels, dist = assign(X, centers)
+        check_finite_result(X, dist)
+        return labels
 
     def fit_predict(self, X: object) -> np.ndarray:
         """Fit, then return the labels of the training rows."""
@@ -119,8 +123,10 @@ class KMeans:
     def score(self, X: object) -> float:
         """Opposite of the inertia of X against the fitted centres (scikit-learn's sign)."""
         centers = self._fitted()
-        X = check_data(X, dim=centers.shape[1])
-        return -float(assign(X, centers)[1].astype(np.float64).sum())
+        X = check_data(X, dim=centers.shape[1], finite=False)
+        dist = assign(X, centers)[1]
+        check_finite_result(X, dist)
+        return -float(dist.astype(np.float64).sum())
 
     def _fitted(self) -> np.ndarray:
         centers = getattr(self, "cluster_centers_", None)

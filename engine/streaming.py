@@ -12,7 +12,7 @@ from .kernels import assign
 from .state import ModelState
 from .stats import batch_stats
 from .update import DEFAULT_RESEED_FRACTION, UpdateResult, anomaly_scores, apply_update
-from .validation import check_data, check_n_clusters, check_positive
+from .validation import check_data, check_finite_result, check_n_clusters, check_positive
 
 _SNAPSHOT_MAGIC = b"SKMK"
 _SNAPSHOT_HEADER = struct.Struct("<4sI")  # magic, length of the JSON parameter block
@@ -105,13 +105,16 @@ class StreamingKMeans:
 
     def predict(self, X: object) -> np.ndarray:
         """Index (int32) of the nearest centre for each row of X."""
-        X = check_data(X, dim=self.state.d)
-        return assign(X, self.state.centers)[0]
+        X = check_data(X, dim=self.state.d, finite=False)
+        labels, dist = assign(X, self.state.centers)
+        check_finite_result(X, dist)
+        return labels
 
     def score_samples(self, X: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(labels, distances, anomaly scores) of each row: score = distance / cluster RMS."""
-        X = check_data(X, dim=self.state.d)
+        X = check_data(X, dim=self.state.d, finite=False)
         labels, sq = assign(X, self.state.centers)
+        check_finite_result(X, sq)
         distance, score = anomaly_scores(self.state, labels, sq)
         return labels, distance, score
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def check_data(X: object, *, name: str = "X", dim: int | None = None) -> np.ndarray:
+def check_data(
+    X: object, *, name: str = "X", dim: int | None = None, finite: bool = True
+) -> np.ndarray:
     """Return X as a 2-D float32/float64 array, or raise ValueError saying what to fix.
 
     float32 and float64 arrays pass through without a copy (any contiguity); other numeric
-    input becomes float64.
+    input becomes float64. With finite=False the caller checks finiteness itself, usually for
+    free on the results of a pass it makes anyway (see `check_finite_result`).
     """
     arr = np.asarray(X)
     if arr.dtype not in (np.float32, np.float64):
@@ -27,10 +30,25 @@ def check_data(X: object, *, name: str = "X", dim: int | None = None) -> np.ndar
         raise ValueError(f"{name} must have at least one sample and one feature, got {arr.shape}")
     if dim is not None and arr.shape[1] != dim:
         raise ValueError(f"{name} has {arr.shape[1]} features but the model was fitted with {dim}")
-    if not np.isfinite(arr).all():
-        bad = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        raise ValueError(f"{name} contains NaN or infinity (first in row {bad}); drop or impute it")
+    if finite and not np.isfinite(arr).all():
+        raise_not_finite(arr, name)
     return arr
+
+
+def raise_not_finite(X: np.ndarray, name: str = "X") -> None:
+    """Raise the ValueError for NaN or infinity in X, naming the first bad row."""
+    rows = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    where = f" (first in row {int(rows[0])})" if rows.size else ""
+    raise ValueError(
+        f"{name} contains NaN or infinity{where}, or values so large that squared distances "
+        "overflow; drop, impute or rescale them"
+    )
+
+
+def check_finite_result(X: np.ndarray, result: np.ndarray, name: str = "X") -> None:
+    """NaN or infinity anywhere in X propagates into the distances; check those instead of X."""
+    if not np.isfinite(result).all():
+        raise_not_finite(X, name)
 
 
 def check_n_clusters(n_clusters: object, n_samples: int | None = None) -> int:

@@ -100,3 +100,17 @@ def test_predict_checks_fitted_and_dimension(blobs):
     km = KMeans(2).fit(blobs)
     with pytest.raises(ValueError, match="has 3 features but the model was fitted with 4"):
         km.predict(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_predict_refuses_non_finite_rows_and_names_the_first(blobs, bad, dtype):
+    km = KMeans(3, seed=0).fit(blobs)
+    X = blobs[:100].astype(dtype)
+    X[42, 1] = bad
+    with pytest.raises(ValueError, match="row 42"):
+        km.predict(X)
+    with pytest.raises(ValueError, match="row 42"):
+        km.score(X)
+    with pytest.raises(ValueError, match="row 42"):
+        KMeans(3).fit(X)

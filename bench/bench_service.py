@@ -1,0 +1,478 @@
+"""Benchmark the service on the embedded broker: drain rate, end-to-end latency, stage split.
+
+Run: .venv/bin/python bench/bench_service.py [--runs 3] [--count 200000] [--latency-seconds 20]
+     [--rate 5000] [--skip-latency] [--no-write]
+
+1. Drain: ``--count`` JSON records (d = 8, k = 8, 4 partitions) are preloaded, then an in-process
+   ``Service`` (k = 8, max_batch = 4096, session timeout 3 s) labels them all. Timed from the
+   service's creation ("incl. start-up") and from its first labeled batch ("steady"). The baseline
+   in the same run is the consume-only ceiling: a group-less AIOKafkaConsumer reading the same
+   records without processing. Repeated for ``--input-format f32``.
+2. Latency: the service runs first and is warmed up; a child process then produces at ``--rate``
+   records/s while another reads the output topic and records arrival time - record timestamp.
+3. Stage split: the sums of ``streamkm_stage_seconds`` over the JSON drains, as % of loop wall time.
+
+Each run gets a fresh broker (restarted, so nothing from earlier runs stays in its memory) and
+fresh topics, group and model. The table goes between the markers in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing as mp
+import shlex
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from report import BENCHMARKS, machine_facts, write_section  # bench/report.py
+
+from engine import warmup
+from metrics import histogram_quantile
+from metrics.service_metrics import STAGES
+from stream.broker import EmbeddedBroker
+from stream.config import Settings
+from stream.produce import produce_blobs
+from stream.service import Service
+
+DIM, K, PARTITIONS, MAX_BATCH, SESSION_TIMEOUT = 8, 8, 4, 4096, 3.0
+WARMUP_BURST = 4096
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _settings(bootstrap: str, topic: str, fmt: str) -> Settings:
+    return Settings(
+        bootstrap=bootstrap,
+        input_topic=topic,
+        output_topic=f"{topic}.labels",
+        group=_name("g"),
+        model=_name("m"),
+        k=K,
+        dim=DIM,
+        input_format=fmt,
+        max_batch=MAX_BATCH,
+        metrics_port=0,
+        session_timeout=SESSION_TIMEOUT,
+    )
+
+
+# --- 1. drain ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Drain:
+    """One drain of a preloaded topic."""
+
+    fmt: str
+    count: int
+    startup_s: float  # service created -> first labeled batch seen
+    total_s: float  # service created -> last record labeled
+    steady_rate: float  # records/s after the first labeled batch
+    ceiling_rate: float  # consume-only baseline on the same topic
+    steady_s: float  # first labeled batch seen -> last record labeled
+    stages: dict[str, float]  # seconds per stage summed over the batches of the steady window
+
+    @property
+    def total_rate(self) -> float:
+        return self.count / self.total_s
+
+
+def stage_sums(service: Service) -> dict[str, float]:
+    """Seconds recorded so far in each stage of ``streamkm_stage_seconds``."""
+    return {stage: service.metrics.stage_seconds.snapshot(stage)[1] for stage in STAGES}
+
+
+async def consume_only(bootstrap: str, topic: str, count: int) -> float:
+    """Records/s of a group-less consumer reading ``count`` records from the start, no processing."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        await consumer.seek_to_beginning()
+        seen, t0 = 0, time.perf_counter()
+        while seen < count:
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            seen += sum(len(records) for records in batches.values())
+            if time.perf_counter() - t0 > 120:
+                raise RuntimeError(f"consume-only read {seen} of {count} records in 120 s")
+        return count / (time.perf_counter() - t0)
+    finally:
+        await consumer.stop()
+
+
+async def drain(bootstrap: str, count: int, fmt: str) -> Drain:
+    """Preload a fresh topic, take the consume-only ceiling, then time the service over it."""
+    topic = _name(f"drain-{fmt}")
+    await produce_blobs(bootstrap, topic, count, dim=DIM, k=K, fmt=fmt, partitions=PARTITIONS)
+    ceiling = await consume_only(bootstrap, topic, count)
+    service = Service(_settings(bootstrap, topic, fmt))
+    t_start = time.perf_counter()
+    task = asyncio.create_task(service.run())
+    t_first = None
+    n_first, at_first = 0, {}
+    try:
+        while (done := service.labeled + service.invalid) < count:
+            if task.done():
+                task.result()
+                raise RuntimeError(f"service stopped after {done} of {count} records")
+            now = time.perf_counter()
+            if t_first is None and done:
+                t_first, n_first, at_first = now, done, stage_sums(service)
+            if now - t_start > 300:
+                raise RuntimeError(f"service labeled {done} of {count} records in 300 s")
+            await asyncio.sleep(0.002)
+        t_end = time.perf_counter()
+    finally:
+        service.stopping.set()
+        await asyncio.wait_for(task, 60)
+    assert t_first is not None
+    at_end = stage_sums(service)
+    return Drain(
+        fmt=fmt,
+        count=count,
+        startup_s=t_first - t_start,
+        total_s=t_end - t_start,
+        steady_rate=(count - n_first) / (t_end - t_first),
+        ceiling_rate=ceiling,
+        steady_s=t_end - t_first,
+        stages={stage: at_end[stage] - at_first[stage] for stage in STAGES},
+    )
+
+
+# --- 2. latency -------------------------------------------------------------------------------
+
+
+async def _arrival_latencies(
+    bootstrap: str, topic: str, since_ms: int, n: int, fetch_max_wait_ms: int, ready
+) -> np.ndarray:
+    """Arrival time - record timestamp (ms) of the first ``n`` records of ``topic`` >= since_ms."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        await consumer.seek_to_beginning()
+        ready()
+        lat: list[float] = []
+        deadline = time.monotonic() + 120 + n / 1000
+        while len(lat) < n and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=100)
+            now_ms = time.time() * 1000.0
+            for records in batches.values():
+                lat.extend(now_ms - r.timestamp for r in records if r.timestamp >= since_ms)
+        return np.asarray(lat, np.float64)
+    finally:
+        await consumer.stop()
+
+
+def _read_latencies(
+    bootstrap: str, in_topic: str, out_topic: str, since_ms: int, n: int, ready, out
+) -> None:
+    """Child process: latencies seen by a reader of the output (5 ms fetch wait, the headline)
+    and by a reader of the input with aiokafka's default 500 ms fetch wait, as the service uses."""
+
+    async def read() -> tuple[np.ndarray, np.ndarray]:
+        started: list[int] = []
+
+        def one_ready() -> None:
+            started.append(1)
+            if len(started) == 2:
+                ready.set()
+
+        return await asyncio.gather(
+            _arrival_latencies(bootstrap, out_topic, since_ms, n, 5, one_ready),
+            _arrival_latencies(bootstrap, in_topic, since_ms, n, 500, one_ready),
+        )
+
+    out.put(asyncio.run(read()))
+
+
+def _produce_paced(bootstrap: str, topic: str, count: int, rate: float, out) -> None:
+    """Child process: produce ``count`` records at ``rate`` records/s; report the rate achieved."""
+    report = asyncio.run(
+        produce_blobs(
+            bootstrap, topic, count, dim=DIM, k=K, seed=1, rate=rate, partitions=PARTITIONS
+        )
+    )
+    out.put(report.rate)
+
+
+@dataclass
+class Latency:
+    """End-to-end latency at a steady input rate."""
+
+    rate: float
+    achieved_rate: float
+    count: int
+    reader_ms: np.ndarray  # per output record, as seen by the separate reader
+    input_ms: np.ndarray  # per input record, as seen by a consume-only reader, 500 ms fetch wait
+    hist_p50_ms: float
+    hist_p99_ms: float
+    hist_count: int
+    mean_batch: float
+    window_s: float  # wall time of the paced run, from the first to the last metrics snapshot
+    stages: dict[str, float]  # seconds per stage over that window
+
+
+async def latency(bootstrap: str, seconds: float, rate: float) -> Latency:
+    """Warm the service up, then produce at ``rate`` from a child process and read the outputs."""
+    topic = _name("latency")
+    s = _settings(bootstrap, topic, "json")
+    await produce_blobs(bootstrap, topic, 0, dim=DIM, k=K, partitions=PARTITIONS)  # creates it
+    service = Service(s)
+    task = asyncio.create_task(service.run())
+    ctx = mp.get_context("spawn")
+    try:
+        await produce_blobs(bootstrap, topic, WARMUP_BURST, dim=DIM, k=K, partitions=PARTITIONS)
+        while service.labeled + service.invalid < WARMUP_BURST or not service.readiness()[0]:
+            if task.done():
+                task.result()
+                raise RuntimeError("service stopped during warm-up")
+            await asyncio.sleep(0.05)
+        e2e, batches = service.metrics.e2e_latency_seconds, service.metrics.batch_records
+        before, (b_counts, b_sum) = e2e.snapshot()[0], batches.snapshot()
+        stages_before, t_before = stage_sums(service), time.perf_counter()
+        count = int(rate * seconds)
+        ready, results = ctx.Event(), ctx.Queue()
+        since_ms = int(time.time() * 1000)
+        reader = ctx.Process(
+            target=_read_latencies,
+            args=(bootstrap, topic, s.output_topic, since_ms, count, ready, results),
+        )
+        reader.start()
+        while not ready.is_set():
+            await asyncio.sleep(0.05)
+        produced = ctx.Queue()
+        producer = ctx.Process(
+            target=_produce_paced, args=(bootstrap, topic, count, rate, produced)
+        )
+        producer.start()
+        # The queues are read from a thread: the service must keep running on this loop meanwhile.
+        achieved = await asyncio.to_thread(produced.get, True, seconds * 3 + 120)
+        reader_ms, input_ms = await asyncio.to_thread(results.get, True, 180)
+        await asyncio.to_thread(producer.join)
+        await asyncio.to_thread(reader.join)
+        after = e2e.snapshot()[0]
+        a_counts, a_sum = batches.snapshot()
+        stages_after, t_after = stage_sums(service), time.perf_counter()
+    finally:
+        service.stopping.set()
+        await asyncio.wait_for(task, 60)
+    counts = after - before
+    n_batches = int((a_counts - b_counts).sum())
+    return Latency(
+        rate=rate,
+        achieved_rate=achieved,
+        count=count,
+        reader_ms=reader_ms,
+        input_ms=input_ms,
+        hist_p50_ms=1000 * histogram_quantile(0.5, e2e.upper_bounds, counts),
+        hist_p99_ms=1000 * histogram_quantile(0.99, e2e.upper_bounds, counts),
+        hist_count=int(counts.sum()),
+        mean_batch=(a_sum - b_sum) / n_batches if n_batches else float("nan"),
+        window_s=t_after - t_before,
+        stages={st: stages_after[st] - stages_before[st] for st in STAGES},
+    )
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def versions() -> str:
+    import aiokafka
+    import numba
+
+    return (
+        f"NumPy {np.__version__}, Numba {numba.__version__}, aiokafka {aiokafka.__version__}; "
+        "embedded Tansu broker (memory storage)"
+    )
+
+
+def _runs(values: list[float], fmt: str = "{:,.0f}") -> str:
+    return ", ".join(fmt.format(v) for v in values)
+
+
+def drain_table(drains: list[Drain]) -> list[str]:
+    rows = [
+        "| input | measure | median | runs |",
+        "| --- | --- | ---: | --- |",
+    ]
+    for fmt in ("json", "f32"):
+        ds = [d for d in drains if d.fmt == fmt]
+        if not ds:
+            continue
+        ratios = [d.steady_rate / d.ceiling_rate for d in ds]
+        for label, values, f in (
+            ("service, steady (rec/s)", [d.steady_rate for d in ds], "{:,.0f}"),
+            ("service, incl. start-up (rec/s)", [d.total_rate for d in ds], "{:,.0f}"),
+            ("start-up to first label (s)", [d.startup_s for d in ds], "{:.2f}"),
+            ("consume-only ceiling (rec/s)", [d.ceiling_rate for d in ds], "{:,.0f}"),
+            ("ratio steady / ceiling", ratios, "{:.2f}"),
+        ):
+            rows.append(
+                f"| {fmt} | {label} | {f.format(statistics.median(values))} | {_runs(values, f)} |"
+            )
+    return rows
+
+
+def stage_table(drains: list[Drain], lat: Latency | None) -> list[str]:
+    """Per-stage seconds as % of wall: steady JSON drains, and the paced latency run if any."""
+    ds = [d for d in drains if d.fmt == "json"] or drains
+    columns = [
+        ("drain, steady (JSON)", sum(d.steady_s for d in ds), _sum_stages(d.stages for d in ds))
+    ]
+    if lat is not None:
+        columns.append((f"paced {lat.rate:,.0f} rec/s", lat.window_s, lat.stages))
+    rows = [
+        "| stage | " + " | ".join(f"{name}: s | %" for name, _, _ in columns) + " |",
+        "| --- |" + " ---: | ---: |" * len(columns),
+    ]
+    for stage in (*STAGES, "not in a stage"):
+        cells = []
+        for _, wall, stages in columns:
+            secs = stages[stage] if stage in stages else wall - sum(stages.values())
+            cells.append(f"{secs:.2f} | {100 * secs / wall:.1f}")
+        rows.append(f"| {stage} | " + " | ".join(cells) + " |")
+    rows.append("| wall | " + " | ".join(f"{w:.2f} | 100.0" for _, w, _ in columns) + " |")
+    return rows
+
+
+def _sum_stages(many) -> dict[str, float]:
+    many = list(many)
+    return {stage: sum(m[stage] for m in many) for stage in STAGES}
+
+
+def _percentiles(values: np.ndarray, qs: list[float]) -> list[float]:
+    return list(np.percentile(values, qs)) if len(values) else [float("nan")] * len(qs)
+
+
+def latency_table(lat: Latency) -> list[str]:
+    p = _percentiles(lat.reader_ms, [50, 99, 99.9])
+    b = _percentiles(lat.input_ms, [50, 99])
+    return [
+        "| measure | p50 (ms) | p99 (ms) | records |",
+        "| --- | ---: | ---: | ---: |",
+        f"| output reader: arrival - input timestamp (headline) | {p[0]:.1f} | {p[1]:.1f} "
+        f"| {len(lat.reader_ms):,} of {lat.count:,} |",
+        f"| service histogram, bucket-interpolated | {lat.hist_p50_ms:.1f} | {lat.hist_p99_ms:.1f} "
+        f"| {lat.hist_count:,} |",
+        f"| baseline: consume-only reader of the input, default 500 ms fetch wait | {b[0]:.1f} "
+        f"| {b[1]:.1f} | {len(lat.input_ms):,} |",
+        "",
+        f"Input rate asked {lat.rate:,.0f} rec/s, achieved {lat.achieved_rate:,.0f} rec/s; "
+        f"reader p99.9 {p[2]:.1f} ms; mean batch {lat.mean_batch:,.0f} records.",
+    ]
+
+
+def report(args: argparse.Namespace, drains: list[Drain], lat: Latency | None) -> str:
+    command = " ".join(["bench/bench_service.py", *map(shlex.quote, sys.argv[1:])])
+    lines = [
+        "## Service (`bench/bench_service.py`)",
+        "",
+        f"`{command}`. {machine_facts(versions())}. A shared, noisy machine:"
+        " read medians and ratios, not single runs.",
+        "",
+        f"### Drain rate: {args.count:,} preloaded records, d = {DIM}, k = {K}, "
+        f"{PARTITIONS} partitions, {args.runs} runs",
+        "",
+        "The service runs in-process (`Service(settings).run()`, max_batch 4096, session timeout"
+        " 3 s); *steady* counts from its first labeled batch, *incl. start-up* from its creation"
+        " (topic setup, group join, model init). The ceiling is a group-less consumer reading the"
+        " same topic in the same run without processing (`getmany(max_records=10000)`).",
+        "",
+        *drain_table(drains),
+        "",
+        "### Where the time goes",
+        "",
+        "Sums of `streamkm_stage_seconds` (per batch; `poll` is the wait in `getmany`, `produce`"
+        " the output sends until acknowledged, `commit` the offset commit) as a share of wall"
+        " time: for the drains, the steady window of every JSON run (first label to last);"
+        " for the paced run, its whole length. The loop is sequential, so the shares add up;"
+        " *not in a stage* is the loop's own overhead (lag updates, metrics, scheduling) and,"
+        " in the paced run, idle time.",
+        "",
+        *stage_table(drains, lat),
+    ]
+    if lat is not None:
+        lines += [
+            "",
+            f"### End-to-end latency at {lat.rate:,.0f} records/s for {lat.count / lat.rate:.0f} s",
+            "",
+            "Latency = time the output is seen - input record timestamp (outputs keep it). The"
+            " headline comes from a separate process reading the output topic without a group"
+            " (`fetch_max_wait_ms=5`), so it includes that reader's fetch delay and the ms"
+            " truncation of timestamps; the producer is a separate process too. The service's"
+            " own histogram (acknowledged - timestamp) is interpolated within its buckets"
+            " (5, 10, 25, 50, 100 ms ...), so it is coarse. The baseline, in the same run, is a"
+            " plain consumer of the *input* topic with aiokafka's default `fetch_max_wait_ms`"
+            " (500 ms), which the service's consumer also uses: the embedded broker tends to hold"
+            " a fetch for up to that long even when records arrive, so this is the floor the"
+            " service's consumer sets for itself.",
+            "",
+            *latency_table(lat),
+        ]
+    return "\n".join(lines)
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+async def main(args: argparse.Namespace) -> str:
+    warmup()  # Numba kernels compiled or loaded before anything is timed
+    drains: list[Drain] = []
+    lat = None
+    broker = EmbeddedBroker()
+    try:
+        for run in range(args.runs):
+            broker.restart()
+            for fmt in ("json", "f32"):
+                d = await drain(broker.bootstrap, args.count, fmt)
+                drains.append(d)
+                print(
+                    f"run {run + 1} {fmt}: steady {d.steady_rate:,.0f} rec/s, incl. start-up "
+                    f"{d.total_rate:,.0f} rec/s, ceiling {d.ceiling_rate:,.0f} rec/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        if not args.skip_latency:
+            broker.restart()
+            lat = await latency(broker.bootstrap, args.latency_seconds, args.rate)
+    finally:
+        broker.stop()
+    return report(args, drains, lat)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=3, help="drain runs per input format (default 3)")
+    p.add_argument("--count", type=int, default=200_000, help="records per drain (default 200000)")
+    p.add_argument("--latency-seconds", type=float, default=20.0, help="paced run length (20)")
+    p.add_argument("--rate", type=float, default=5000.0, help="paced input rate, rec/s (5000)")
+    p.add_argument("--skip-latency", action="store_true", help="measure drain rate only")
+    p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    args = p.parse_args()
+    if args.runs < 1 or args.count < WARMUP_BURST or args.rate <= 0 or args.latency_seconds <= 0:
+        p.error(f"need --runs >= 1, --count >= {WARMUP_BURST}, --rate > 0, --latency-seconds > 0")
+    return args
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    text = asyncio.run(main(args))
+    print(text)
+    if not args.no_write:
+        write_section("service", text)
+        print(f"\nwritten to {BENCHMARKS}", file=sys.stderr)

@@ -417,9 +417,8 @@ def report(args: argparse.Namespace, drains: list[Drain], lat: Latency | None) -
             " own histogram (acknowledged - timestamp) is interpolated within its buckets"
             " (5, 10, 25, 50, 100 ms ...), so it is coarse. The baseline, in the same run, is a"
             " plain consumer of the *input* topic with aiokafka's default `fetch_max_wait_ms`"
-            " (500 ms), which the service's consumer also uses: the embedded broker tends to hold"
-            " a fetch for up to that long even when records arrive, so this is the floor the"
-            " service's consumer sets for itself.",
+            " (500 ms): the embedded broker tends to hold a fetch for up to that long even when"
+            " records arrive, which is why the service's consumer waits at most 10 ms.",
             "",
             *latency_table(lat),
         ]

@@ -188,7 +188,7 @@ def batch_stats(
 
 
 def _far_indices(dist: np.ndarray, m: int) -> np.ndarray:
-    """Indices of the m largest distances, largest first, ties by lower index."""
+    """Indices of the m largest distances, largest first."""
     if m == 0:
         return np.zeros(0, np.int64)
     cand = (
@@ -196,8 +196,7 @@ def _far_indices(dist: np.ndarray, m: int) -> np.ndarray:
         if m < dist.size
         else np.arange(dist.size)
     )
-    order = np.lexsort((cand, -dist[cand].astype(np.float64)))
-    return cand[order]
+    return cand[np.argsort(-dist[cand], kind="stable")]
 
 
 def _top_far(points: np.ndarray, sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

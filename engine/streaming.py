@@ -97,8 +97,10 @@ class StreamingKMeans:
             X = check_data(X)
             self._state = ModelState.initial(self._seed_centers(X))
         else:
-            X = check_data(X, dim=self._state.d)
+            # Finiteness is checked on the batch's sums: NaN or infinity in X shows up there.
+            X = check_data(X, dim=self._state.d, finite=False)
         _, _, stats = batch_stats(X, self._state.centers)
+        check_finite_result(X, stats.sq_sums)
         self.last_update = apply_update(self._state, stats, self._half_life(), self.reseed_fraction)
         self._state = self.last_update.state
         return self

@@ -56,14 +56,15 @@ def apply_update(
         )
     a = decay_factor(stats.n, half_life)
     old_w = a * state.weights
-    counts = stats.counts.astype(np.float64)
-    weights = old_w + counts
-    safe = np.where(weights > 0, weights, 1.0)
-    centers = np.where(
-        (weights > 0)[:, None],
-        (old_w[:, None] * state.centers + stats.sums) / safe[:, None],
-        state.centers,
-    )
+    weights = old_w + stats.counts
+    centers = old_w[:, None] * state.centers
+    centers += stats.sums
+    live = weights > 0
+    if live.all():
+        centers /= weights[:, None]
+    else:  # a cluster with no weight at all keeps its centre
+        centers[live] /= weights[live, None]
+        centers[~live] = state.centers[~live]
     sq_sums = a * state.sq_sums + stats.sq_sums
     reseeded = _reseed(centers, weights, sq_sums, stats, reseed_fraction)
     shift = float(np.sqrt(((centers - state.centers) ** 2).sum(axis=1)).sum())
@@ -81,7 +82,7 @@ def _reseed(
 ) -> tuple[int, ...]:
     """Move dead clusters onto the farthest rows of the batch, in place; returns their ids."""
     top = weights.max()
-    if top <= 0 or fraction <= 0:
+    if top <= 0 or fraction <= 0 or weights.min() >= fraction * top:
         return ()
     dead = np.flatnonzero(weights < fraction * top)
     live = weights >= fraction * top

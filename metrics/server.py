@@ -7,7 +7,7 @@ import logging
 import socket
 import socketserver
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -41,6 +41,8 @@ class MetricsServer:
     - ``GET /readyz``: 200 with the reason while ``ready()`` returns ``(True, reason)``, else 503
       with the reason (or the error the callback raised). ``ready`` must be cheap and safe to
       call from another thread, e.g. reading a few attributes the service sets.
+    - ``GET <path>`` for each entry of ``documents``: 200 with the JSON bytes its callable
+      returns (debug views such as ``/model``), 500 if it raises.
     - anything else: 404.
     """
 
@@ -50,8 +52,10 @@ class MetricsServer:
         host: str,
         port: int,
         ready: Readiness | None = None,
+        documents: Mapping[str, Callable[[], bytes]] | None = None,
     ) -> None:
         self._metrics = metrics
+        self._documents = dict(documents or {})
         self._host = host
         self._requested_port = port
         self._ready: Readiness = ready if ready is not None else _always_ready
@@ -75,6 +79,7 @@ class MetricsServer:
             raise OSError(exc.errno, f"cannot serve metrics on {where}: {exc.strerror}") from exc
         server.metrics = self._metrics
         server.ready = self._ready
+        server.documents = self._documents
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -131,6 +136,7 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     metrics: ServiceMetrics
     ready: Readiness
+    documents: dict[str, Callable[[], bytes]]
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host's FQDN, a DNS round trip we never use.
@@ -178,6 +184,20 @@ class _Handler(BaseHTTPRequestHandler):
             ok, reason = self._readiness()
             status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
             content_type, body = _TEXT, f"{reason}\n".encode()
+        elif path in self.server.documents:
+            try:
+                status, content_type, body = (
+                    HTTPStatus.OK,
+                    "application/json",
+                    self.server.documents[path](),
+                )
+            except Exception:
+                logger.exception("rendering %s failed", path)
+                status, content_type, body = (
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                    _TEXT,
+                    f"rendering {path} failed; see the service log\n".encode(),
+                )
         else:
             status, content_type, body = HTTPStatus.NOT_FOUND, _TEXT, b"not found\n"
         self.send_response(status)

@@ -116,6 +116,7 @@ class Settings:
     max_batch: int = _opt(4096, "most records fetched and labeled at once")
     warmup: int = _opt(1024, "records sampled for the k-means++ initialisation")
     max_pending: int = _opt(100_000, "most records held while waiting for the first model")
+    snapshot_every: int = _opt(500, "write a model snapshot every this many model versions")
     anomaly_threshold: float = _opt(3.0, "score above which a record counts as an anomaly")
     frozen: bool = _opt(False, "label with the current model without updating it")
     metrics_host: str = _opt("127.0.0.1", "address of the /metrics endpoint")
@@ -147,7 +148,7 @@ class Settings:
         _check_choice("input_format", self.input_format, INPUT_FORMATS)
         _check_positive(self, "k", "dim", "half_life", "refit_every", "refit_interval")
         _check_positive(self, "max_batch", "warmup", "max_pending", "connect_timeout")
-        _check_positive(self, "session_timeout")
+        _check_positive(self, "session_timeout", "snapshot_every")
         _check_positive(self, "anomaly_threshold")
         if self.warmup < self.k:
             raise _fail("warmup", f"must be at least k={self.k} records, got {self.warmup}")

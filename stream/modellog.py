@@ -1,4 +1,4 @@
-"""The `<model>.updates` log on Kafka: read it in order into a ModelReplica, publish to it."""
+"""The model's topics on Kafka: follow `<model>.updates` into a replica; read and write snapshots."""
 
 from __future__ import annotations
 
@@ -18,9 +18,13 @@ from .modelmsg import (
     STATS,
     TYPE_HEADER,
     AppliedUpdate,
+    ModelMessageError,
     ModelParams,
     ModelReplica,
+    Snapshot,
+    decode_snapshot,
     encode_init,
+    encode_snapshot,
     message_type,
 )
 
@@ -132,8 +136,67 @@ async def publish_init(
     )
 
 
-async def publish_stats(producer: AIOKafkaProducer, topic: str, stats: BatchStats) -> None:
-    """Append a `stats` record of merged mini-batch statistics."""
-    await producer.send_and_wait(
+async def publish_stats(producer: AIOKafkaProducer, topic: str, stats: BatchStats) -> int:
+    """Append a `stats` record of merged mini-batch statistics; returns its log offset."""
+    meta = await producer.send_and_wait(
         topic, value=stats.to_bytes(), partition=0, headers=[(TYPE_HEADER, STATS.encode())]
     )
+    return int(meta.offset)
+
+
+async def publish_snapshot(
+    producer: AIOKafkaProducer, topic: str, model: str, snapshot: Snapshot
+) -> None:
+    """Write a snapshot keyed by the model name (the topic is compacted on that key)."""
+    await producer.send_and_wait(topic, key=model.encode(), value=encode_snapshot(snapshot))
+
+
+async def read_latest_snapshot(
+    topic: str, model: str, client_kwargs: dict[str, Any], timeout: float = 15.0
+) -> Snapshot | None:
+    """The snapshot of `model` covering the most updates, or None.
+
+    Reads the whole topic: Kafka compacts it to about one record per model, and brokers that
+    do not compact (the embedded one) still give the right answer, only slower.
+    """
+    consumer = AIOKafkaConsumer(**client_kwargs, enable_auto_commit=False, fetch_max_wait_ms=10)
+    await consumer.start()
+    best: Snapshot | None = None
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return None
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        key = model.encode()
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=100, max_records=1000)
+            for records in batches.values():
+                for rec in records:
+                    if rec.key != key or not rec.value:
+                        continue
+                    try:
+                        snap = decode_snapshot(rec.value)
+                    except ModelMessageError as exc:
+                        log.warning("skipping snapshot at %s:%d: %s", topic, rec.offset, exc)
+                        continue
+                    if best is None or snap.next_offset >= best.next_offset:
+                        best = snap
+            if await _at_end(consumer, tps):
+                return best
+        log.warning("snapshots topic %s not fully read after %.0fs", topic, timeout)
+        return best
+    finally:
+        await consumer.stop()
+
+
+async def _at_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool:
+    """True once every partition's position has reached its high watermark."""
+    for tp in tps:
+        high = consumer.highwater(tp)
+        if high is None or await consumer.position(tp) < high:
+            return False
+    return True

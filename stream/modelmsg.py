@@ -7,6 +7,10 @@ Wire format: the Kafka header `streamkm.type` says `init` or `stats`; the value 
 - init:  4-byte little-endian length L, L bytes of JSON parameters
          ({"k", "d", "half_life", "reseed_fraction", "origin"}), then a serialised ModelState;
 - stats: a serialised engine.BatchStats.
+
+Snapshots (`<model>.snapshots`, compacted, key = model name) hold the state a replica reached and
+the updates-log offset it covers: 4 bytes `SKSN`, a format byte, 3 reserved bytes, the next
+updates offset (u64 little-endian), then the body of an `init` record (parameters and state).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ TYPE_HEADER = "streamkm.type"
 INIT = "init"
 STATS = "stats"
 _LEN = struct.Struct("<I")
+_SNAPSHOT = struct.Struct("<4sBxxxQ")
+_SNAPSHOT_MAGIC = b"SKSN"
 
 
 class ModelMessageError(ValueError):
@@ -78,6 +84,33 @@ def decode_init(value: bytes) -> tuple[ModelParams, ModelState, str]:
     return params, state, str(meta.get("origin", ""))
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A replica's model at one point of the updates log."""
+
+    params: ModelParams
+    state: ModelState
+    next_offset: int  # the updates-log offset after the last record the state includes
+    origin: str = ""
+
+
+def encode_snapshot(snapshot: Snapshot) -> bytes:
+    """Value of a `<model>.snapshots` record."""
+    header = _SNAPSHOT.pack(_SNAPSHOT_MAGIC, 1, snapshot.next_offset)
+    return header + encode_init(snapshot.state, snapshot.params, snapshot.origin)
+
+
+def decode_snapshot(value: bytes) -> Snapshot:
+    """Inverse of encode_snapshot; raises ModelMessageError."""
+    if len(value) < _SNAPSHOT.size:
+        raise ModelMessageError(f"snapshot too short ({len(value)} bytes)")
+    magic, fmt, next_offset = _SNAPSHOT.unpack_from(value)
+    if magic != _SNAPSHOT_MAGIC or fmt != 1:
+        raise ModelMessageError("not a streamkm snapshot (bad magic or format)")
+    params, state, origin = decode_init(value[_SNAPSHOT.size :])
+    return Snapshot(params, state, int(next_offset), origin)
+
+
 def message_type(headers: object) -> str | None:
     """The `streamkm.type` header of a record, if any."""
     for key, val in headers or ():  # type: ignore[attr-defined]
@@ -107,6 +140,18 @@ class ModelReplica:
         self.state: ModelState | None = None
         self.next_offset = 0  # log offset after the last record seen
         self.updated_at: float | None = None  # timestamp (s) of the last applied record
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Start from a snapshot instead of the beginning of the log."""
+        self.params = snapshot.params
+        self.state = snapshot.state
+        self.next_offset = snapshot.next_offset
+
+    def snapshot(self, origin: str = "") -> Snapshot:
+        """The current model as a snapshot (raises if the model does not exist yet)."""
+        if self.state is None or self.params is None:
+            raise RuntimeError("the model has no init yet")
+        return Snapshot(self.params, self.state, self.next_offset, origin)
 
     @property
     def ready(self) -> bool:

@@ -28,9 +28,10 @@ from metrics import MetricsPortInUseError, MetricsServer, ServiceMetrics
 
 from .codec import DecodedBatch, decode_batch, encode_labels
 from .config import Settings
-from .modellog import UpdateLog, publish_init, publish_stats
+from .modellog import UpdateLog, publish_init, publish_stats, read_latest_snapshot
 from .modelmsg import AppliedUpdate, ModelParams, ModelReplica
 from .output import output_partitions, send_labels, send_rejects
+from .snapshots import SnapshotWriter, model_document
 from .topics import (
     BrokerUnreachable,
     TopicError,
@@ -87,6 +88,9 @@ class Service:
         self._backoff = 0.1
         self._last_lag = 0.0
         self._out_partitions = 1
+        self._last_published = -1  # updates-log offset of our last stats record
+        self.first_labeled_version: int | None = None
+        self.snapshots: SnapshotWriter | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.updates: UpdateLog | None = None
@@ -99,10 +103,10 @@ class Service:
             return False, "starting"
         if not self._healthy:
             return False, "kafka unavailable, retrying"
-        if not self.replica.ready:
-            return False, "waiting for the model's init"
         if not self.consumer.assignment():
             return False, "no partitions assigned"
+        if not self.replica.ready:
+            return False, "waiting for the model's init"
         return True, f"ready: model version {self.replica.version}"
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -116,12 +120,27 @@ class Service:
             **self._kafka, acks="all", max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024
         )
         await self.producer.start()
+        self.snapshots = SnapshotWriter(
+            self.producer, s.snapshots_topic, s.model, s.snapshot_every, self.instance
+        )
+        snapshot = await read_latest_snapshot(s.snapshots_topic, s.model, self._kafka)
+        if snapshot is not None:
+            self.replica.restore(snapshot)
+            self.snapshots.restored(snapshot.state.version)
+            log.info(
+                "loaded snapshot of model %r: version %d, updates offset %d",
+                s.model,
+                snapshot.state.version,
+                snapshot.next_offset,
+            )
         self.updates = UpdateLog(s.updates_topic, self._kafka, self.replica, self._on_model)
         await self.updates.start()
         await self.updates.catch_up()
         self.updates.follow()
         if self.replica.ready:
             self._adopt_model()
+            self._model_metrics(0.0)
+            log.info("model %r at version %d after replay", s.model, self.replica.version)
         elif s.frozen:
             log.warning("--frozen: model %r has no init yet; waiting for one", s.model)
         session_ms = int(s.session_timeout * 1000)
@@ -165,12 +184,19 @@ class Service:
         self._out_partitions = await partition_count(s.bootstrap, s.output_topic, self._kafka)
 
     async def _shutdown(self) -> None:
-        # Whatever was labeled but not yet published still teaches the shared model.
+        writer = self._is_snapshot_writer()
         if self.producer is not None:
             try:
+                # Whatever was labeled but not yet published still teaches the shared model.
                 await self._publish_stats(force=True)
+                if writer and self.updates is not None and self.snapshots is not None:
+                    # The last snapshot should include our own last statistics.
+                    await self.updates.wait_until(
+                        lambda r: r.next_offset > self._last_published, timeout=5.0
+                    )
+                    await self.snapshots.maybe_write(self.replica, writer, force=True)
             except KafkaError as exc:
-                log.warning("could not publish the last statistics: %s", exc)
+                log.warning("could not publish the last statistics or snapshot: %s", exc)
         if self.consumer is not None:
             await self.consumer.stop()
         if self.updates is not None:
@@ -205,6 +231,8 @@ class Service:
                     self._pending.pop(0)
                 self._resume_if_paused()
                 await self._publish_stats()
+                if self.snapshots is not None:
+                    await self.snapshots.maybe_write(self.replica, self._is_snapshot_writer())
             await self._update_lag()
 
     async def _await_model(self) -> None:
@@ -245,14 +273,37 @@ class Service:
         assert state is not None
         if applied.kind == "init":
             self._adopt_model()
-        shift = applied.result.shift if applied.result else 0.0
+        self._model_metrics(applied.result.shift if applied.result else 0.0)
+        if applied.result and applied.result.reseeded:
+            self.metrics.inc_reseeds(len(applied.result.reseeded))
+
+    def _model_metrics(self, shift: float) -> None:
+        state = self.replica.state
+        assert state is not None
         total_w = float(state.weights.sum())
         msd = float(state.sq_sums.sum() / total_w) if total_w > 0 else 0.0
         self.metrics.set_model(state.version, state.weights, shift, msd)
-        if applied.result and applied.result.reseeded:
-            self.metrics.inc_reseeds(len(applied.result.reseeded))
-        assert self.updates is not None
-        self.metrics.set_updates_lag(self.updates.lag)
+        if self.updates is not None:
+            self.metrics.set_updates_lag(self.updates.lag)
+
+    def _is_snapshot_writer(self) -> bool:
+        """Snapshots are written by the owner of input partition 0 (see stream/snapshots.py)."""
+        if self.consumer is None:
+            return False
+        return TopicPartition(self.settings.input_topic, 0) in self.consumer.assignment()
+
+    def model_document(self) -> bytes:
+        """The `/model` debug view (called from the metrics server's thread)."""
+        return model_document(
+            self.settings.model,
+            self.replica,
+            {
+                "instance": self.instance,
+                "first_labeled_version": self.first_labeled_version,
+                "labeled": self.labeled,
+                "invalid": self.invalid,
+            },
+        )
 
     def _adopt_model(self) -> None:
         params = self.replica.params
@@ -295,6 +346,8 @@ class Service:
         assert state is not None
         dec = f.decoded
         t0 = time.perf_counter()
+        if self.first_labeled_version is None:
+            self.first_labeled_version = state.version
         if len(dec.X):
             labels, sq, stats = batch_stats(dec.X, state.centers)
             distance, score = anomaly_scores(state, labels, sq)
@@ -352,7 +405,7 @@ class Service:
         if not (due or force):
             return
         t0 = time.perf_counter()
-        await publish_stats(self.producer, s.updates_topic, acc)
+        self._last_published = await publish_stats(self.producer, s.updates_topic, acc)
         self._acc = None
         self._acc_since = time.monotonic()
         self.metrics.record_batch(n_labeled=0, stage_seconds={"update": time.perf_counter() - t0})
@@ -441,7 +494,11 @@ async def serve(settings: Settings, metrics: ServiceMetrics | None = None) -> Se
     """Run a service with its metrics endpoint until SIGTERM/SIGINT; returns it when stopped."""
     service = Service(settings, metrics)
     server = MetricsServer(
-        service.metrics, settings.metrics_host, settings.metrics_port, ready=service.readiness
+        service.metrics,
+        settings.metrics_host,
+        settings.metrics_port,
+        ready=service.readiness,
+        documents={"/model": service.model_document},
     )
     server.start()
     log.info("metrics on %s", server.url)

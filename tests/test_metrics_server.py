@@ -137,3 +137,23 @@ def test_starting_twice_is_an_error_and_stopping_twice_is_harmless(metrics):
         server.start()
     server.stop()
     server.stop()
+
+
+def test_documents_are_served_as_json_and_a_failing_one_is_a_500():
+    def broken() -> bytes:
+        raise RuntimeError("boom")
+
+    server = MetricsServer(
+        ServiceMetrics(), "127.0.0.1", 0, documents={"/model": lambda: b'{"v": 1}', "/bad": broken}
+    )
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        with urllib.request.urlopen(f"{base}/model") as resp:
+            assert resp.headers["Content-Type"] == "application/json"
+            assert resp.read() == b'{"v": 1}'
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{base}/bad")
+        assert err.value.code == 500
+    finally:
+        server.stop()

@@ -1,0 +1,85 @@
+"""When to write the model's snapshot, and the model as a JSON document for `/model`.
+
+Writer rule: the instance that owns partition 0 of the input topic writes snapshots. The consumer
+group always gives that partition to exactly one live member, so when the writer dies the group
+hands partition 0, and with it the duty, to a survivor. During a rebalance two instances may both
+write for a moment; that is harmless, since a snapshot is a pure function of the updates log up
+to its offset and readers keep the one covering the most updates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from .modellog import publish_snapshot
+from .modelmsg import ModelReplica
+
+log = logging.getLogger("streamkm.snapshots")
+
+
+class SnapshotWriter:
+    """Writes a snapshot every `every` model versions, and on request (clean shutdown)."""
+
+    def __init__(
+        self, producer: AIOKafkaProducer, topic: str, model: str, every: int, origin: str
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.model = model
+        self.every = every
+        self.origin = origin
+        self.last_version = 0
+
+    def restored(self, version: int) -> None:
+        """The replica started from a snapshot of this version: no need to write it again."""
+        self.last_version = version
+
+    async def maybe_write(self, replica: ModelReplica, writer: bool, force: bool = False) -> bool:
+        """Write a snapshot if this instance is the writer and one is due; True if written."""
+        if not writer or not replica.ready:
+            return False
+        if replica.version == self.last_version:
+            return False
+        if not force and replica.version - self.last_version < self.every:
+            return False
+        snapshot = replica.snapshot(self.origin)
+        await publish_snapshot(self.producer, self.topic, self.model, snapshot)
+        self.last_version = snapshot.state.version
+        log.info(
+            "wrote snapshot of model %r at version %d (updates offset %d)",
+            self.model,
+            snapshot.state.version,
+            snapshot.next_offset,
+        )
+        return True
+
+
+def model_document(model: str, replica: ModelReplica, extra: dict[str, object]) -> bytes:
+    """JSON view of the replica: version, parameters, centres, weights and a digest.
+
+    Floats are written in their shortest round-trip form, so equal documents mean
+    bit-identical centres; `sha256` digests the serialised state to make that one comparison.
+    """
+    state, params = replica.state, replica.params
+    if state is None or params is None:
+        return orjson.dumps({"model": model, "version": 0, "ready": False, **extra})
+    return orjson.dumps(
+        {
+            "model": model,
+            "ready": True,
+            "version": state.version,
+            "k": params.k,
+            "d": params.d,
+            "half_life": params.half_life,
+            "updates_offset": replica.next_offset,
+            "updated_at": replica.updated_at,
+            "weights": state.weights.tolist(),
+            "centers": state.centers.tolist(),
+            "sha256": hashlib.sha256(state.to_bytes()).hexdigest(),
+            **extra,
+        }
+    )

@@ -16,10 +16,15 @@ demo: $(STAMP)
 	$(VENV)/bin/streamkm demo
 
 test: $(STAMP)
+	sh deploy/install-test-deps.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) bench/bench_engine.py
+	$(PY) bench/bench_modellog.py
+	$(PY) bench/bench_service.py
+	$(PY) bench/bench_baselines.py
+	$(PY) bench/plot.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check engine stream metrics tests bench

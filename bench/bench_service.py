@@ -1,7 +1,7 @@
 """Benchmark the service on the embedded broker: drain rate, end-to-end latency, stage split.
 
 Run: .venv/bin/python bench/bench_service.py [--runs 3] [--count 200000] [--latency-seconds 20]
-     [--rate 5000] [--skip-latency] [--no-write]
+     [--rate 5000] [--skip-latency] [--skip-metrics-off] [--no-write]
 
 1. Drain: ``--count`` JSON records (d = 8, k = 8, 4 partitions) are preloaded, then an in-process
    ``Service`` (k = 8, max_batch = 4096, session timeout 3 s) labels them all. Timed from the
@@ -11,6 +11,9 @@ Run: .venv/bin/python bench/bench_service.py [--runs 3] [--count 200000] [--late
 2. Latency: the service runs first and is warmed up; a child process then produces at ``--rate``
    records/s while another reads the output topic and records arrival time - record timestamp.
 3. Stage split: the sums of ``streamkm_stage_seconds`` over the JSON drains, as % of loop wall time.
+4. Metrics cost: each run also drains a JSON topic with the metrics off (``NullMetrics``, a
+   ``ServiceMetrics`` whose updates do nothing), in alternating order with the metrics-on drain,
+   and ``record_batch`` of a 4096-record batch is timed on its own against the time per batch.
 
 Each run gets a fresh broker (restarted, so nothing from earlier runs stays in its memory) and
 fresh topics, group and model. The table goes between the markers in docs/benchmarks.md.
@@ -26,6 +29,7 @@ import shlex
 import statistics
 import sys
 import time
+import timeit
 import uuid
 from dataclasses import dataclass
 
@@ -34,7 +38,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from report import BENCHMARKS, machine_facts, write_section  # bench/report.py
 
 from engine import warmup
-from metrics import histogram_quantile
+from metrics import ServiceMetrics, histogram_quantile
 from metrics.service_metrics import STAGES
 from stream.broker import EmbeddedBroker
 from stream.config import Settings
@@ -73,6 +77,7 @@ class Drain:
     """One drain of a preloaded topic."""
 
     fmt: str
+    metrics: bool  # False: NullMetrics, every metric update a no-op
     count: int
     startup_s: float  # service created -> first labeled batch seen
     total_s: float  # service created -> last record labeled
@@ -109,12 +114,31 @@ async def consume_only(bootstrap: str, topic: str, count: int) -> float:
         await consumer.stop()
 
 
-async def drain(bootstrap: str, count: int, fmt: str) -> Drain:
+class NullMetrics(ServiceMetrics):
+    """Metrics whose every update does nothing: the service with the metrics off."""
+
+    def record_batch(self, **_: object) -> None:
+        pass
+
+    def set_model(self, *_: object) -> None:
+        pass
+
+    def set_lag(self, *_: object) -> None:
+        pass
+
+    def set_updates_lag(self, *_: object) -> None:
+        pass
+
+    def inc_reseeds(self, *_: object) -> None:
+        pass
+
+
+async def drain(bootstrap: str, count: int, fmt: str, metrics: bool = True) -> Drain:
     """Preload a fresh topic, take the consume-only ceiling, then time the service over it."""
     topic = _name(f"drain-{fmt}")
     await produce_blobs(bootstrap, topic, count, dim=DIM, k=K, fmt=fmt, partitions=PARTITIONS)
     ceiling = await consume_only(bootstrap, topic, count)
-    service = Service(_settings(bootstrap, topic, fmt))
+    service = Service(_settings(bootstrap, topic, fmt), None if metrics else NullMetrics())
     t_start = time.perf_counter()
     task = asyncio.create_task(service.run())
     t_first = None
@@ -138,6 +162,7 @@ async def drain(bootstrap: str, count: int, fmt: str) -> Drain:
     at_end = stage_sums(service)
     return Drain(
         fmt=fmt,
+        metrics=metrics,
         count=count,
         startup_s=t_first - t_start,
         total_s=t_end - t_start,
@@ -287,6 +312,71 @@ async def latency(bootstrap: str, seconds: float, rate: float) -> Latency:
     )
 
 
+# --- 4. metrics cost -------------------------------------------------------------------------
+
+
+@dataclass
+class CallCost:
+    """Microseconds per call of the metrics updates, timed alone (median of repeats)."""
+
+    record_batch_us: float  # one 4096-record batch: counts, latencies, anomalies, stages, DLQ
+    set_model_us: float  # one model update, k clusters
+    render_us: float  # one scrape of /metrics, on the server thread (holds the GIL meanwhile)
+
+
+def call_cost(repeats: int = 7, number: int = 500) -> CallCost:
+    """Time the per-batch, per-update and per-scrape metrics calls on their own."""
+    rng = np.random.default_rng(0)
+    m = ServiceMetrics()
+    latencies = rng.uniform(0.001, 0.05, MAX_BATCH)
+    stages = dict.fromkeys(STAGES, 0.001)
+    weights = rng.uniform(100, 1000, K)
+
+    def record() -> None:
+        m.record_batch(
+            n_labeled=MAX_BATCH - 4,
+            n_invalid=4,
+            latencies_s=latencies,
+            n_anomalies=20,
+            stage_seconds=stages,
+            dlq_reasons={"invalid_json": 3, "wrong_dimension": 1},
+        )
+
+    def best_us(fn, n: int) -> float:
+        return 1e6 * statistics.median(timeit.repeat(fn, number=n, repeat=repeats)) / n
+
+    return CallCost(
+        record_batch_us=best_us(record, number),
+        set_model_us=best_us(lambda: m.set_model(7, weights, 0.01, 1.5), number),
+        render_us=best_us(m.render, max(1, number // 10)),
+    )
+
+
+def metrics_cost_table(drains: list[Drain], cost: CallCost) -> list[str]:
+    on = [d.steady_rate for d in drains if d.fmt == "json" and d.metrics]
+    off = [d.steady_rate for d in drains if d.fmt == "json" and not d.metrics]
+    # Runs pair up: each run drains metrics-on and metrics-off on the same fresh broker.
+    ratios = [a / b for a, b in zip(on, off, strict=True)]
+    batch_us = 1e6 * MAX_BATCH / statistics.median(on)
+    return [
+        "| measure | median | runs |",
+        "| --- | ---: | --- |",
+        f"| JSON drain, steady, metrics on (rec/s) | {statistics.median(on):,.0f} | {_runs(on)} |",
+        f"| JSON drain, steady, metrics off (rec/s) | {statistics.median(off):,.0f} "
+        f"| {_runs(off)} |",
+        f"| ratio on / off | {statistics.median(ratios):.3f} | {_runs(ratios, '{:.3f}')} |",
+        "",
+        "| call, timed alone | µs per call | share of one 4096-record batch at the steady rate |",
+        "| --- | ---: | ---: |",
+        f"| `record_batch` (4096 records: counts, latency histogram, stages, anomalies, DLQ) "
+        f"| {cost.record_batch_us:.1f} | {100 * cost.record_batch_us / batch_us:.2f}% "
+        f"of {batch_us / 1000:.1f} ms |",
+        f"| `set_model` (k = {K}; once per model update, not per batch) "
+        f"| {cost.set_model_us:.1f} | |",
+        f"| `render` (one scrape of /metrics, on the HTTP thread) | {cost.render_us:.0f} | |",
+    ]
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -310,7 +400,7 @@ def drain_table(drains: list[Drain]) -> list[str]:
         "| --- | --- | ---: | --- |",
     ]
     for fmt in ("json", "f32"):
-        ds = [d for d in drains if d.fmt == fmt]
+        ds = [d for d in drains if d.fmt == fmt and d.metrics]
         if not ds:
             continue
         ratios = [d.steady_rate / d.ceiling_rate for d in ds]
@@ -329,7 +419,7 @@ def drain_table(drains: list[Drain]) -> list[str]:
 
 def stage_table(drains: list[Drain], lat: Latency | None) -> list[str]:
     """Per-stage seconds as % of wall: steady JSON drains, and the paced latency run if any."""
-    ds = [d for d in drains if d.fmt == "json"] or drains
+    ds = [d for d in drains if d.fmt == "json" and d.metrics]
     columns = [
         ("drain, steady (JSON)", sum(d.steady_s for d in ds), _sum_stages(d.stages for d in ds))
     ]
@@ -376,7 +466,9 @@ def latency_table(lat: Latency) -> list[str]:
     ]
 
 
-def report(args: argparse.Namespace, drains: list[Drain], lat: Latency | None) -> str:
+def report(
+    args: argparse.Namespace, drains: list[Drain], lat: Latency | None, cost: CallCost | None
+) -> str:
     command = " ".join(["bench/bench_service.py", *map(shlex.quote, sys.argv[1:])])
     lines = [
         "## Service (`bench/bench_service.py`)",
@@ -405,6 +497,20 @@ def report(args: argparse.Namespace, drains: list[Drain], lat: Latency | None) -
         "",
         *stage_table(drains, lat),
     ]
+    if cost is not None:
+        lines += [
+            "",
+            "### Cost of the metrics",
+            "",
+            "The same steady JSON drain with the metrics on (`ServiceMetrics`) and off"
+            " (`NullMetrics`: `record_batch`, `set_model`, `set_lag`, `set_updates_lag` and"
+            " `inc_reseeds` do nothing), both in every run on the same fresh broker, in"
+            " alternating order. Drain rates on a shared machine are noisy (see the runs column);"
+            " `record_batch` timed alone, against the time one batch takes at the steady rate,"
+            " bounds the per-batch cost more tightly. The budget is 5% of the hot path.",
+            "",
+            *metrics_cost_table(drains, cost),
+        ]
     if lat is not None:
         lines += [
             "",
@@ -436,11 +542,17 @@ async def main(args: argparse.Namespace) -> str:
     try:
         for run in range(args.runs):
             broker.restart()
-            for fmt in ("json", "f32"):
-                d = await drain(broker.bootstrap, args.count, fmt)
+            plan = [("json", True), ("f32", True)]
+            if not args.skip_metrics_off:
+                # Alternate which goes first, so neither always meets the emptier broker.
+                pair = [("json", True), ("json", False)][:: 1 if run % 2 == 0 else -1]
+                plan = [*pair, ("f32", True)]
+            for fmt, with_metrics in plan:
+                d = await drain(broker.bootstrap, args.count, fmt, with_metrics)
                 drains.append(d)
+                label = fmt if with_metrics else f"{fmt} metrics off"
                 print(
-                    f"run {run + 1} {fmt}: steady {d.steady_rate:,.0f} rec/s, incl. start-up "
+                    f"run {run + 1} {label}: steady {d.steady_rate:,.0f} rec/s, incl. start-up "
                     f"{d.total_rate:,.0f} rec/s, ceiling {d.ceiling_rate:,.0f} rec/s",
                     file=sys.stderr,
                     flush=True,
@@ -450,7 +562,8 @@ async def main(args: argparse.Namespace) -> str:
             lat = await latency(broker.bootstrap, args.latency_seconds, args.rate)
     finally:
         broker.stop()
-    return report(args, drains, lat)
+    cost = None if args.skip_metrics_off else call_cost()
+    return report(args, drains, lat, cost)
 
 
 def parse_args() -> argparse.Namespace:
@@ -460,6 +573,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--latency-seconds", type=float, default=20.0, help="paced run length (20)")
     p.add_argument("--rate", type=float, default=5000.0, help="paced input rate, rec/s (5000)")
     p.add_argument("--skip-latency", action="store_true", help="measure drain rate only")
+    p.add_argument(
+        "--skip-metrics-off",
+        action="store_true",
+        help="leave out the metrics-off drains and the record_batch timing",
+    )
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     args = p.parse_args()
     if args.runs < 1 or args.count < WARMUP_BURST or args.rate <= 0 or args.latency_seconds <= 0:

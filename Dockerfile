@@ -1,0 +1,29 @@
+# streamkm service image: `docker build -t streamkm .`, then `docker run streamkm serve --help`.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+# Metadata first: the dependency layer is rebuilt only when pyproject.toml changes.
+COPY pyproject.toml README.md ./
+COPY engine/ engine/
+COPY metrics/ metrics/
+COPY stream/ stream/
+RUN pip install . && rm -rf /src
+
+RUN useradd --system --uid 10001 --home-dir /home/streamkm --create-home streamkm
+USER streamkm
+WORKDIR /home/streamkm
+
+# Inside a container the metrics endpoint must listen beyond loopback for Prometheus to reach it.
+# Numba caches compiled kernels beside the sources by default, which a non-root user cannot write.
+ENV STREAMKM_METRICS_HOST=0.0.0.0 \
+    STREAMKM_METRICS_PORT=9100 \
+    NUMBA_CACHE_DIR=/home/streamkm/.cache/numba
+
+EXPOSE 9100
+ENTRYPOINT ["streamkm"]
+CMD ["serve"]

@@ -16,8 +16,11 @@ from stream.config import (
     BrokerOptions,
     ConfigError,
     DemoOptions,
+    ExportOptions,
+    ImportOptions,
     ProduceOptions,
     Settings,
+    ShowOptions,
     env_name,
     field_type,
     flag_name,
@@ -33,6 +36,13 @@ _COMMANDS: dict[str, tuple[type, str]] = {
     "produce": (ProduceOptions, "write synthetic Gaussian-blob records to a topic"),
     "demo": (DemoOptions, "broker, producer and service together, with a closing summary"),
 }
+# `streamkm model <action>`: the model's lifecycle, read from and written to its Kafka topics.
+_MODEL_COMMANDS: dict[str, tuple[type, str]] = {
+    "import": (ImportOptions, "publish centres from a .npy, .json or .csv file as the model"),
+    "show": (ShowOptions, "print the current model: version, centres, weights, re-seeds, replaces"),
+    "export": (ExportOptions, "write the current centres to a .npy or .json file"),
+}
+_MODEL_SUMMARY = "import, show or export the served model (no running service needed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,10 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(command, help=summary, description=summary)
         for f in dataclasses.fields(cls):
             _add_flag(p, cls, f)
+    model = sub.add_parser("model", help=_MODEL_SUMMARY, description=_MODEL_SUMMARY)
+    actions = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    for action, (cls, summary) in _MODEL_COMMANDS.items():
+        p = actions.add_parser(action, help=summary, description=summary)
+        for f in dataclasses.fields(cls):
+            _add_flag(p, cls, f)
     return parser
 
 
 def _add_flag(parser: argparse.ArgumentParser, cls: type, f: dataclasses.Field[Any]) -> None:
+    if f.metadata.get("positional"):
+        parser.add_argument(f.name, metavar=f.name.upper(), help=f.metadata["help"])
+        return
     kind, optional = field_type(cls, f.name)
     # The help shows the built-in default, never the environment's value, which may be a secret.
     shown = "" if f.default is None else f" (default: {f.default}"
@@ -89,11 +108,19 @@ def _converter(kind: type, optional: bool) -> Callable[[str], Any]:
 def parse_command(
     argv: Sequence[str] | None, environ: Mapping[str, str] | None = None
 ) -> tuple[str, Any]:
-    """The subcommand and its validated options; ConfigError or SystemExit(2) on bad input."""
+    """The subcommand (`model import` etc. for the model group) and its validated options.
+
+    Raises ConfigError or SystemExit(2) on bad input.
+    """
     args = build_parser().parse_args(argv)
-    cls, _ = _COMMANDS[args.command]
+    command = args.command
+    if command == "model":
+        command = f"model {args.model_command}"
+        cls, _ = _MODEL_COMMANDS[args.model_command]
+    else:
+        cls, _ = _COMMANDS[command]
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
-    return args.command, options_from_sources(cls, given, environ)
+    return command, options_from_sources(cls, given, environ)
 
 
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
@@ -134,6 +161,10 @@ def _run(command: str, options: Any) -> int:
         from stream.produce import run_produce
 
         return run_produce(options)
+    if command.startswith("model "):
+        from stream.modelcli import run_model
+
+        return run_model(command.removeprefix("model "), options)
     from stream.demo import run_demo
 
     return run_demo(options)

@@ -21,8 +21,12 @@ __all__ = [
     "BrokerOptions",
     "ConfigError",
     "DemoOptions",
+    "ExportOptions",
+    "ImportOptions",
+    "ModelOptions",
     "ProduceOptions",
     "Settings",
+    "ShowOptions",
     "env_name",
     "options_from_sources",
     "parse_value",
@@ -41,9 +45,16 @@ class ConfigError(ValueError):
     """An option has a value the program cannot use; the message names the option."""
 
 
-def _opt(default: Any, help: str, *, secret: bool = False, flag: str | None = None) -> Any:
+def _opt(
+    default: Any,
+    help: str,
+    *,
+    secret: bool = False,
+    flag: str | None = None,
+    positional: bool = False,
+) -> Any:
     """A settings field whose help text and secrecy travel with it to the command line."""
-    meta = {"help": help, "secret": secret, "flag": flag}
+    meta = {"help": help, "secret": secret, "flag": flag, "positional": positional}
     return field(default=default, repr=not secret, metadata=meta)
 
 
@@ -300,6 +311,63 @@ class BrokerOptions:
 
     def __post_init__(self) -> None:
         _check_port("port", self.port, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Settings shared by the `streamkm model` commands: where the model's topics live."""
+
+    bootstrap: str = _opt("localhost:9092", "Kafka bootstrap servers, host:port[,host:port]")
+    model: str = _opt("streamkm", "model name; its log is <model>.updates and <model>.snapshots")
+    connect_timeout: float = _opt(15.0, "seconds to wait for the Kafka cluster")
+    security_protocol: str = _opt("PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    sasl_mechanism: str | None = _opt(None, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    sasl_username: str | None = _opt(None, "SASL user name")
+    sasl_password: str | None = _opt(
+        None, "SASL password (prefer STREAMKM_SASL_PASSWORD: flags show in ps)", secret=True
+    )
+    ssl_cafile: str | None = _opt(None, "CA bundle to verify the brokers (PEM)")
+    ssl_certfile: str | None = _opt(None, "client certificate (PEM)")
+    ssl_keyfile: str | None = _opt(None, "client private key (PEM)")
+    ssl_password: str | None = _opt(None, "password of the client private key", secret=True)
+
+    def __post_init__(self) -> None:
+        self.kafka_settings()  # validates the shared options exactly as `serve` does
+
+    def kafka_settings(self) -> Settings:
+        """The `serve` settings for the same cluster and model (topic names, client arguments)."""
+        shared = {f.name for f in dataclasses.fields(ModelOptions)}
+        return Settings(**{name: getattr(self, name) for name in shared})
+
+
+@dataclass(frozen=True)
+class ImportOptions(ModelOptions):
+    """Settings of `streamkm model import`: publish centres from a file as the model."""
+
+    file: str = _opt("", "centres to import: .npy, .json or .csv", positional=True)
+    replace: bool = _opt(False, "swap the centres of a model that exists (a `replace` record)")
+    half_life: float | None = _opt(
+        None,
+        "records after which old data weighs half (default: never; a replace keeps the model's)",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive(self, "half_life")
+
+
+@dataclass(frozen=True)
+class ShowOptions(ModelOptions):
+    """Settings of `streamkm model show`: print the current model."""
+
+    json: bool = _opt(False, "print JSON with exact floats instead of a table")
+
+
+@dataclass(frozen=True)
+class ExportOptions(ModelOptions):
+    """Settings of `streamkm model export`: write the current centres to a file."""
+
+    file: str = _opt("", "where to write the centres: .npy or .json", positional=True)
 
 
 def _check_fraction(name: str, value: float) -> None:

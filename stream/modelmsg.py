@@ -3,21 +3,26 @@
 Pure code, no Kafka: every instance feeds the log's records, in order, to a `ModelReplica`, and
 all replicas hold bit-identical state at the same log offset.
 
-Wire format: the Kafka header `streamkm.type` says `init` or `stats`; the value is
-- init:  4-byte little-endian length L, L bytes of JSON parameters
-         ({"k", "d", "half_life", "reseed_fraction", "origin"}), then a serialised ModelState;
-- stats: a serialised engine.BatchStats.
+Wire format: the Kafka header `streamkm.type` says `init`, `replace` or `stats`; the value is
+- init:    4-byte little-endian length L, L bytes of JSON parameters
+           ({"k", "d", "half_life", "reseed_fraction", "origin"}), then a serialised ModelState;
+- replace: the same body as an init (`streamkm model import --replace`);
+- stats:   a serialised engine.BatchStats.
 
 Snapshots (`<model>.snapshots`, compacted, key = model name) hold the state a replica reached and
 the updates-log offset it covers: 4 bytes `SKSN`, a format byte, 3 reserved bytes, the next
-updates offset (u64 little-endian), then the body of an `init` record (parameters and state).
+updates offset (u64 little-endian), then the body of an `init` record (parameters and state)
+whose JSON also carries `"history"`: the replica's ModelHistory, so that `model show` and
+`/model` list re-seeds and replaces from before the snapshot.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
+from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -29,10 +34,14 @@ log = logging.getLogger("streamkm.model")
 
 TYPE_HEADER = "streamkm.type"
 INIT = "init"
+REPLACE = "replace"
 STATS = "stats"
+RESEED = "reseed"  # an event kind only, never a record type
 _LEN = struct.Struct("<I")
 _SNAPSHOT = struct.Struct("<4sBxxxQ")
 _SNAPSHOT_MAGIC = b"SKSN"
+# Re-seeds and replaces are rare; the last 100 say enough about label stability.
+HISTORY_LENGTH = 100
 
 
 class ModelMessageError(ValueError):
@@ -49,8 +58,10 @@ class ModelParams:
     reseed_fraction: float = DEFAULT_RESEED_FRACTION
 
 
-def encode_init(state: ModelState, params: ModelParams, origin: str) -> bytes:
-    """Value of an `init` record: parameters and the initial state."""
+def encode_init(
+    state: ModelState, params: ModelParams, origin: str, extra: dict[str, Any] | None = None
+) -> bytes:
+    """Value of an `init` (or `replace`) record: parameters and the initial state."""
     meta = orjson.dumps(
         {
             "k": params.k,
@@ -58,6 +69,7 @@ def encode_init(state: ModelState, params: ModelParams, origin: str) -> bytes:
             "half_life": params.half_life,
             "reseed_fraction": params.reseed_fraction,
             "origin": origin,
+            **(extra or {}),
         }
     )
     return _LEN.pack(len(meta)) + meta + state.to_bytes()
@@ -65,6 +77,11 @@ def encode_init(state: ModelState, params: ModelParams, origin: str) -> bytes:
 
 def decode_init(value: bytes) -> tuple[ModelParams, ModelState, str]:
     """Inverse of encode_init; raises ModelMessageError."""
+    params, state, meta = _decode_body(value)
+    return params, state, str(meta.get("origin", ""))
+
+
+def _decode_body(value: bytes) -> tuple[ModelParams, ModelState, dict[str, Any]]:
     try:
         (size,) = _LEN.unpack_from(value)
         meta = orjson.loads(value[_LEN.size : _LEN.size + size])
@@ -81,7 +98,76 @@ def decode_init(value: bytes) -> tuple[ModelParams, ModelState, str]:
         raise ModelMessageError(
             f"init says k={params.k}, d={params.d} but holds {state.k}x{state.d}"
         )
-    return params, state, str(meta.get("origin", ""))
+    return params, state, meta
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    """A change of the model that gives labels a new meaning: an init, a re-seed, a replace."""
+
+    version: int  # the model version the event produced
+    kind: str  # INIT, RESEED or REPLACE
+    clusters: tuple[int, ...]  # the clusters whose centres changed meaning (all, for init/replace)
+    offset: int  # updates-log offset of the record
+    at: float | None = None  # record timestamp, seconds since the epoch
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as a JSON object."""
+        return {
+            "version": self.version,
+            "kind": self.kind,
+            "clusters": list(self.clusters),
+            "offset": self.offset,
+            "at": self.at,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ModelEvent:
+        """Inverse of to_json."""
+        at = obj.get("at")
+        return cls(
+            version=int(obj["version"]),
+            kind=str(obj["kind"]),
+            clusters=tuple(int(c) for c in obj["clusters"]),
+            offset=int(obj["offset"]),
+            at=None if at is None else float(at),
+        )
+
+
+@dataclass(frozen=True)
+class ModelHistory:
+    """What happened to a model so far, beyond its current state; part of every snapshot."""
+
+    events: tuple[ModelEvent, ...] = ()  # the last HISTORY_LENGTH events, oldest first
+    reseeds: int = 0  # clusters re-seeded in total
+    replaces: int = 0  # replace records applied in total
+    base_offset: int | None = None  # offset of the init or replace the centres descend from
+    updated_at: float | None = None  # timestamp (s) of the last applied record
+
+    def to_json(self) -> dict[str, Any]:
+        """The history as a JSON object."""
+        return {
+            "events": [e.to_json() for e in self.events],
+            "reseeds": self.reseeds,
+            "replaces": self.replaces,
+            "base_offset": self.base_offset,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ModelHistory:
+        """Inverse of to_json; raises ModelMessageError."""
+        try:
+            base, at = obj.get("base_offset"), obj.get("updated_at")
+            return cls(
+                events=tuple(ModelEvent.from_json(e) for e in obj.get("events", ())),
+                reseeds=int(obj.get("reseeds", 0)),
+                replaces=int(obj.get("replaces", 0)),
+                base_offset=None if base is None else int(base),
+                updated_at=None if at is None else float(at),
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ModelMessageError(f"undecodable model history: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -92,12 +178,14 @@ class Snapshot:
     state: ModelState
     next_offset: int  # the updates-log offset after the last record the state includes
     origin: str = ""
+    history: ModelHistory = ModelHistory()
 
 
 def encode_snapshot(snapshot: Snapshot) -> bytes:
     """Value of a `<model>.snapshots` record."""
     header = _SNAPSHOT.pack(_SNAPSHOT_MAGIC, 1, snapshot.next_offset)
-    return header + encode_init(snapshot.state, snapshot.params, snapshot.origin)
+    extra = {"history": snapshot.history.to_json()}
+    return header + encode_init(snapshot.state, snapshot.params, snapshot.origin, extra)
 
 
 def decode_snapshot(value: bytes) -> Snapshot:
@@ -107,8 +195,11 @@ def decode_snapshot(value: bytes) -> Snapshot:
     magic, fmt, next_offset = _SNAPSHOT.unpack_from(value)
     if magic != _SNAPSHOT_MAGIC or fmt != 1:
         raise ModelMessageError("not a streamkm snapshot (bad magic or format)")
-    params, state, origin = decode_init(value[_SNAPSHOT.size :])
-    return Snapshot(params, state, int(next_offset), origin)
+    params, state, meta = _decode_body(value[_SNAPSHOT.size :])
+    history = meta.get("history")
+    # Snapshots written before histories existed have none: start an empty one.
+    hist = ModelHistory() if history is None else ModelHistory.from_json(history)
+    return Snapshot(params, state, int(next_offset), str(meta.get("origin", "")), hist)
 
 
 def message_type(headers: object) -> str | None:
@@ -125,14 +216,17 @@ class AppliedUpdate:
 
     kind: str
     result: UpdateResult | None = None  # set for applied stats
+    event: ModelEvent | None = None  # set when labels changed meaning (init, re-seed, replace)
 
 
 class ModelReplica:
     """The model as the updates log defines it, up to the last offset applied.
 
     Rules, identical on every replica: the first valid `init` creates the model and later
-    ones are ignored; `stats` before the init, or of another shape, are ignored; anything
-    undecodable is skipped with a warning. The version is the number of messages applied.
+    ones are ignored; a `replace` swaps parameters and state for its own (any k and d; it
+    creates the model if there is none); `stats` before the model exists, or of another shape
+    (such as those labeled with the centres a replace just swapped out), are ignored; anything
+    undecodable is skipped with a warning. The version is the number of records applied.
     """
 
     def __init__(self) -> None:
@@ -140,18 +234,32 @@ class ModelReplica:
         self.state: ModelState | None = None
         self.next_offset = 0  # log offset after the last record seen
         self.updated_at: float | None = None  # timestamp (s) of the last applied record
+        self.events: deque[ModelEvent] = deque(maxlen=HISTORY_LENGTH)
+        self.reseeds = 0  # clusters re-seeded in total
+        self.replaces = 0  # replace records applied in total
+        self.base_offset: int | None = None  # the init or replace the centres descend from
 
     def restore(self, snapshot: Snapshot) -> None:
         """Start from a snapshot instead of the beginning of the log."""
         self.params = snapshot.params
         self.state = snapshot.state
         self.next_offset = snapshot.next_offset
+        h = snapshot.history
+        self.events = deque(h.events, maxlen=HISTORY_LENGTH)
+        self.reseeds, self.replaces = h.reseeds, h.replaces
+        self.base_offset, self.updated_at = h.base_offset, h.updated_at
+
+    def history(self) -> ModelHistory:
+        """Events, counts and last update time, as kept in snapshots."""
+        return ModelHistory(
+            tuple(self.events), self.reseeds, self.replaces, self.base_offset, self.updated_at
+        )
 
     def snapshot(self, origin: str = "") -> Snapshot:
         """The current model as a snapshot (raises if the model does not exist yet)."""
         if self.state is None or self.params is None:
             raise RuntimeError("the model has no init yet")
-        return Snapshot(self.params, self.state, self.next_offset, origin)
+        return Snapshot(self.params, self.state, self.next_offset, origin, self.history())
 
     @property
     def ready(self) -> bool:
@@ -170,24 +278,28 @@ class ModelReplica:
         if offset < self.next_offset:
             return None  # already applied (a re-read after a seek)
         self.next_offset = offset + 1
+        at = None if timestamp_ms is None else timestamp_ms / 1000.0
         try:
-            applied = self._apply(kind, value or b"")
+            applied = self._apply(kind, value or b"", offset, at)
         except (ModelMessageError, StatsFormatError, StateFormatError, ValueError) as exc:
             log.warning("skipping updates-log record at offset %d: %s", offset, exc)
             return None
-        if applied is not None and timestamp_ms is not None:
-            self.updated_at = timestamp_ms / 1000.0
+        if applied is not None:
+            if at is not None:
+                self.updated_at = at
+            if applied.event is not None:
+                self.events.append(applied.event)
         return applied
 
-    def _apply(self, kind: str | None, value: bytes) -> AppliedUpdate | None:
+    def _apply(
+        self, kind: str | None, value: bytes, offset: int, at: float | None
+    ) -> AppliedUpdate | None:
         if kind == INIT:
             if self.state is not None:
                 return None
-            params, state, origin = decode_init(value)
-            self.params = params
-            self.state = ModelState(state.centers, state.weights, state.sq_sums, 1)
-            log.info("model initialised by %s: k=%d, d=%d", origin or "?", params.k, params.d)
-            return AppliedUpdate(INIT)
+            return self._swap(INIT, value, offset, at)
+        if kind == REPLACE:
+            return self._swap(REPLACE, value, offset, at)
         if kind == STATS:
             if self.state is None or self.params is None:
                 return None
@@ -201,10 +313,38 @@ class ModelReplica:
                 self.state, stats, self.params.half_life, self.params.reseed_fraction
             )
             self.state = result.state
-            if result.reseeded:
-                log.info("re-seeded dead clusters %s", list(result.reseeded))
-            return AppliedUpdate(STATS, result)
+            if not result.reseeded:
+                return AppliedUpdate(STATS, result)
+            self.reseeds += len(result.reseeded)
+            log.warning(
+                "model version %d re-seeded dead clusters %s: their labels now mean new centres",
+                result.state.version,
+                list(result.reseeded),
+            )
+            event = ModelEvent(result.state.version, RESEED, result.reseeded, offset, at)
+            return AppliedUpdate(STATS, result, event)
         raise ModelMessageError(f"unknown record type {kind!r}")
+
+    def _swap(self, kind: str, value: bytes, offset: int, at: float | None) -> AppliedUpdate:
+        """Apply an init or a replace: the record's parameters and state become the model."""
+        params, state, origin = decode_init(value)
+        version = self.version + 1
+        self.params = params
+        self.state = ModelState(state.centers, state.weights, state.sq_sums, version)
+        self.base_offset = offset
+        if kind == REPLACE:
+            self.replaces += 1
+            log.warning(
+                "model replaced by %s at version %d: k=%d, d=%d; every label now means a new centre",
+                origin or "?",
+                version,
+                params.k,
+                params.d,
+            )
+        else:
+            log.info("model initialised by %s: k=%d, d=%d", origin or "?", params.k, params.d)
+        event = ModelEvent(version, kind, tuple(range(params.k)), offset, at)
+        return AppliedUpdate(kind, event=event)
 
     def centers(self) -> np.ndarray:
         """Current centres (raises if the model does not exist yet)."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from engine import BatchStats, ModelState, anomaly_scores, batch_stats, kmeans_plusplus, warmup
@@ -29,7 +29,7 @@ from metrics import MetricsPortInUseError, MetricsServer, ServiceMetrics
 from .codec import DecodedBatch, decode_batch, encode_labels
 from .config import Settings
 from .modellog import UpdateLog, publish_init, publish_stats, read_latest_snapshot
-from .modelmsg import AppliedUpdate, ModelParams, ModelReplica
+from .modelmsg import INIT, REPLACE, AppliedUpdate, ModelParams, ModelReplica
 from .output import output_partitions, send_labels, send_rejects
 from .snapshots import SnapshotWriter, model_document
 from .topics import (
@@ -225,6 +225,9 @@ class Service:
                 if not self.replica.ready:
                     await self._await_model()
                     continue
+                # Records of partitions revoked since they were fetched belong to another
+                # instance now; it reads them again from the last committed offset.
+                self.drop_partitions(self._not_assigned())
                 while self._pending and not self.stopping.is_set():
                     if not await self._handle(self._pending[0]):
                         break
@@ -271,8 +274,12 @@ class Service:
         """Called by the updates log for each record applied."""
         state = replica.state
         assert state is not None
-        if applied.kind == "init":
+        if applied.kind in (INIT, REPLACE):
             self._adopt_model()
+        if applied.kind == REPLACE:
+            # Statistics gathered with the swapped-out centres must not teach the new ones.
+            self._acc = None
+            self.metrics.inc_reseeds(1)
         self._model_metrics(applied.result.shift if applied.result else 0.0)
         if applied.result and applied.result.reseeded:
             self.metrics.inc_reseeds(len(applied.result.reseeded))
@@ -367,8 +374,14 @@ class Service:
             )
             futures += await send_rejects(self.producer, s.dlq, f.records, dec.rejects)
             await asyncio.gather(*futures)
+            acked_ms = time.time() * 1000.0
             t2 = time.perf_counter()
             await self.consumer.commit(_commit_offsets(f.records))
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance took these partitions away mid-batch: their new owner labels the
+            # records again from the committed offset (at-least-once), so this batch is done.
+            log.warning("commit failed after a rebalance (%s); the new owner relabels", exc)
+            return True
         except KafkaError as exc:
             await self._kafka_failed(exc, f)
             return False
@@ -376,14 +389,13 @@ class Service:
         self._recovered()
         if stats is not None and not s.frozen:
             self._acc = stats if self._acc is None else self._acc.merge(stats)
-        now_ms = time.time() * 1000.0
         stamps = np.fromiter((r.timestamp for r in labeled), np.float64, len(labeled))
         self.labeled += len(labeled)
         self.invalid += len(dec.rejects)
         self.metrics.record_batch(
             n_labeled=len(labeled),
             n_invalid=len(dec.rejects),
-            latencies_s=np.maximum(now_ms - stamps, 0.0) / 1000.0,
+            latencies_s=np.maximum(acked_ms - stamps, 0.0) / 1000.0,
             n_anomalies=int((score > s.anomaly_threshold).sum()),
             stage_seconds={
                 "poll": f.poll_s,
@@ -452,8 +464,15 @@ class Service:
         if self.updates is not None:
             self.metrics.set_updates_lag(self.updates.lag)
 
+    def _not_assigned(self) -> set[TopicPartition]:
+        assert self.consumer is not None
+        held = {TopicPartition(r.topic, r.partition) for f in self._pending for r in f.records}
+        return held - set(self.consumer.assignment())
+
     def drop_partitions(self, revoked: set[TopicPartition]) -> None:
         """Forget held records of partitions this instance no longer owns."""
+        if not revoked:
+            return
         kept = []
         for f in self._pending:
             records = [r for r in f.records if TopicPartition(r.topic, r.partition) not in revoked]

@@ -59,7 +59,7 @@ class SnapshotWriter:
 
 
 def model_document(model: str, replica: ModelReplica, extra: dict[str, object]) -> bytes:
-    """JSON view of the replica: version, parameters, centres, weights and a digest.
+    """JSON view of the replica: version, parameters, centres, weights, digest and events.
 
     Floats are written in their shortest round-trip form, so equal documents mean
     bit-identical centres; `sha256` digests the serialised state to make that one comparison.
@@ -75,11 +75,17 @@ def model_document(model: str, replica: ModelReplica, extra: dict[str, object]) 
             "k": params.k,
             "d": params.d,
             "half_life": params.half_life,
+            "reseed_fraction": params.reseed_fraction,
             "updates_offset": replica.next_offset,
             "updated_at": replica.updated_at,
             "weights": state.weights.tolist(),
             "centers": state.centers.tolist(),
             "sha256": hashlib.sha256(state.to_bytes()).hexdigest(),
+            # Label stability: when cluster ids changed meaning (re-seeds, replaces).
+            "reseeds": replica.reseeds,
+            "replaces": replica.replaces,
+            "base_offset": replica.base_offset,
+            "events": [e.to_json() for e in replica.events],
             **extra,
         }
     )

@@ -11,24 +11,17 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from .codec import Reject, dlq_headers
-from .produce import murmur2_partitions
 
 
 def output_partitions(records: Sequence[ConsumerRecord], n_partitions: int) -> np.ndarray:
-    """Partition of each output record: Kafka's default for its key, so per-key order holds.
+    """Output partition of each record: its input partition (modulo the output's count).
 
-    Records without a key keep their input partition (modulo the output's partition count),
-    which keeps their relative order too.
+    Every record of one key sits in one input partition, so they all land in one output
+    partition, in order, whatever partitioner the input's producer used; with equal partition
+    counts the output is co-partitioned with the input (the Kafka Streams convention), and no
+    key needs hashing.
     """
-    keys = [r.key for r in records]
-    parts = np.empty(len(records), np.int64)
-    keyed = [i for i, k in enumerate(keys) if k is not None]
-    if keyed:
-        parts[keyed] = murmur2_partitions([keys[i] for i in keyed], n_partitions)
-    unkeyed = [i for i, k in enumerate(keys) if k is None]
-    if unkeyed:
-        parts[unkeyed] = [records[i].partition % n_partitions for i in unkeyed]
-    return parts
+    return np.fromiter((r.partition for r in records), np.int64, len(records)) % n_partitions
 
 
 async def send_labels(

@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import socket
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 
 from engine import BatchStats, ModelState, anomaly_scores, batch_stats, kmeans_plusplus, warmup
 from metrics import MetricsPortInUseError, MetricsServer, ServiceMetrics
 
 from .codec import DecodedBatch, decode_batch, encode_labels
+from .commits import Committer
 from .config import Settings
 from .modellog import UpdateLog, publish_init, publish_stats, read_latest_snapshot
 from .modelmsg import INIT, REPLACE, AppliedUpdate, ModelParams, ModelReplica
@@ -51,6 +55,12 @@ _MAX_BACKOFF_S = 10.0
 # end-to-end latency (the embedded broker holds fetches that long); a busy topic fills batches
 # well before 10 ms anyway.
 _FETCH_MAX_WAIT_MS = 10
+# Batches sent but not yet acknowledged, at most: bounds memory when the output is slow, and
+# lets the next batch be decoded and labeled while the broker acknowledges the last ones.
+_MAX_IN_FLIGHT = 4
+# An unacknowledged batch older than this, or a broker silent this long, means not ready.
+_STUCK_S = 2.0
+_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -62,6 +72,38 @@ class Fetched:
     poll_s: float
     decode_s: float
     at: float = field(default_factory=time.monotonic)
+    first: dict[TopicPartition, int] = field(default_factory=dict)  # first offset per partition
+    next: dict[TopicPartition, int] = field(default_factory=dict)  # offset to commit per partition
+
+
+def _offsets(
+    records: list[ConsumerRecord],
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """First offset and offset-to-commit of each partition in records grouped by partition."""
+    first: dict[TopicPartition, int] = {}
+    last: dict[TopicPartition, int] = {}
+    prev = None
+    for r in records:
+        if prev is None or r.partition != prev.partition or r.topic != prev.topic:
+            tp = TopicPartition(r.topic, r.partition)
+            first.setdefault(tp, r.offset)
+        last[tp] = r.offset
+        prev = r
+    return first, {tp: off + 1 for tp, off in last.items()}
+
+
+@dataclass
+class Sent:
+    """A batch handed to the producer, waiting for the broker's acknowledgements."""
+
+    fetched: Fetched
+    done: asyncio.Future[Any]
+    stamps_ms: np.ndarray  # input timestamps of the labeled records
+    n_anomalies: int
+    stages: dict[str, float]
+    sent_at: float
+    acked_at: float = 0.0  # perf_counter when the last acknowledgement arrived
+    acked_ms: float = 0.0  # wall clock (ms) at that moment
 
 
 class Service:
@@ -79,12 +121,15 @@ class Service:
         self._kafka = settings.kafka_client_kwargs()
         self._dim = settings.dim
         self._pending: list[Fetched] = []
+        self._in_flight: deque[Sent] = deque()
+        self.committer: Committer | None = None
         self._acc: BatchStats | None = None
         self._acc_since = time.monotonic()
         self._init_sent = False
         self._lock = asyncio.Lock()
         self._paused = False
         self._healthy = True
+        self._send_failed = False
         self._backoff = 0.1
         self._last_lag = 0.0
         self._out_partitions = 1
@@ -117,7 +162,12 @@ class Service:
         await wait_for_broker(s.bootstrap, s.connect_timeout, self._kafka)
         await self._ensure_topics()
         self.producer = AIOKafkaProducer(
-            **self._kafka, acks="all", max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024
+            **self._kafka,
+            acks="all",
+            max_batch_size=512 * 1024,
+            max_request_size=_MAX_REQUEST_BYTES,
+            # Fail a send after 15 s rather than aiokafka's 40 s: the batch is resent anyway.
+            request_timeout_ms=15_000,
         )
         await self.producer.start()
         self.snapshots = SnapshotWriter(
@@ -155,13 +205,17 @@ class Service:
             heartbeat_interval_ms=max(100, session_ms // 3),
             rebalance_timeout_ms=max(session_ms, 30_000),
         )
+        self.committer = Committer(self.consumer, self._commit_timed)
         self.consumer.subscribe([s.input_topic], listener=_Rebalance(self))
         await self.consumer.start()
         self.started.set()
         log.info("consuming %s as group %s (instance %s)", s.input_topic, s.group, self.instance)
+        health = asyncio.create_task(self._watch_health(), name="health")
         try:
             await self._loop()
         finally:
+            health.cancel()
+            await asyncio.gather(health, return_exceptions=True)
             await self._shutdown()
 
     async def _ensure_topics(self) -> None:
@@ -185,6 +239,12 @@ class Service:
 
     async def _shutdown(self) -> None:
         writer = self._is_snapshot_writer()
+        if self.consumer is not None and self.committer is not None:
+            try:
+                await self._drain()
+                await self.committer.flush()
+            except KafkaError as exc:
+                log.warning("stopping with batches not committed (they will be relabeled): %s", exc)
         if self.producer is not None:
             try:
                 # Whatever was labeled but not yet published still teaches the shared model.
@@ -219,8 +279,16 @@ class Service:
                 if records:
                     decoded = decode_batch([r.value for r in records], s.input_format, self._dim)
                     self._dim = decoded.dim
+                    first, nxt = _offsets(records)
                     self._pending.append(
-                        Fetched(records, decoded, t1 - t0, time.perf_counter() - t1)
+                        Fetched(
+                            records,
+                            decoded,
+                            t1 - t0,
+                            time.perf_counter() - t1,
+                            first=first,
+                            next=nxt,
+                        )
                     )
                 if not self.replica.ready:
                     await self._await_model()
@@ -228,15 +296,27 @@ class Service:
                 # Records of partitions revoked since they were fetched belong to another
                 # instance now; it reads them again from the last committed offset.
                 self.drop_partitions(self._not_assigned())
-                while self._pending and not self.stopping.is_set():
-                    if not await self._handle(self._pending[0]):
-                        break
-                    self._pending.pop(0)
+                await self._pump()
                 self._resume_if_paused()
                 await self._publish_stats()
                 if self.snapshots is not None:
                     await self.snapshots.maybe_write(self.replica, self._is_snapshot_writer())
             await self._update_lag()
+
+    async def _pump(self) -> None:
+        """Send every held batch, keeping at most _MAX_IN_FLIGHT unacknowledged."""
+        while self._pending and not self.stopping.is_set():
+            try:
+                sent = await self._send(self._pending[0])
+            except KafkaError as exc:
+                await self._rewind(exc)
+                return
+            self._pending.pop(0)
+            self._in_flight.append(sent)
+            while len(self._in_flight) > _MAX_IN_FLIGHT:
+                if not await self._reap(wait=True):
+                    return
+        await self._reap(wait=False)
 
     async def _await_model(self) -> None:
         """Before the model exists: gather a warm-up sample, publish an init, hold records."""
@@ -335,19 +415,15 @@ class Service:
         self._dim = params.d
         # Records held before the model existed were decoded without a known dimension.
         self._pending = [
-            Fetched(
-                f.records,
-                decode_batch([r.value for r in f.records], s.input_format, params.d),
-                f.poll_s,
-                f.decode_s,
-                f.at,
+            dataclasses.replace(
+                f, decoded=decode_batch([r.value for r in f.records], s.input_format, params.d)
             )
             for f in self._pending
         ]
 
-    async def _handle(self, f: Fetched) -> bool:
-        """Label, publish and commit one fetched batch; False if Kafka failed (it is retried)."""
-        assert self.producer is not None and self.consumer is not None
+    async def _send(self, f: Fetched) -> Sent:
+        """Label one fetched batch and hand its outputs and rejects to the producer."""
+        assert self.producer is not None
         s = self.settings
         state = self.replica.state
         assert state is not None
@@ -364,49 +440,103 @@ class Service:
         values = encode_labels(dec.ids, labels, distance, score, state.version)
         t1 = time.perf_counter()
         labeled = [f.records[i] for i in dec.index.tolist()]
-        try:
-            futures = await send_labels(
-                self.producer,
-                s.output_topic,
-                labeled,
-                values,
-                output_partitions(labeled, self._out_partitions),
-            )
-            futures += await send_rejects(self.producer, s.dlq, f.records, dec.rejects)
-            await asyncio.gather(*futures)
-            acked_ms = time.time() * 1000.0
-            t2 = time.perf_counter()
-            await self.consumer.commit(_commit_offsets(f.records))
-        except (CommitFailedError, IllegalStateError) as exc:
-            # A rebalance took these partitions away mid-batch: their new owner labels the
-            # records again from the committed offset (at-least-once), so this batch is done.
-            log.warning("commit failed after a rebalance (%s); the new owner relabels", exc)
-            return True
-        except KafkaError as exc:
-            await self._kafka_failed(exc, f)
-            return False
-        t3 = time.perf_counter()
-        self._recovered()
+        # Dead letters first: one the producer refuses outright then costs no repeated labels.
+        futures = await send_rejects(self.producer, s.dlq, f.records, dec.rejects)
+        futures += await send_labels(
+            self.producer,
+            s.output_topic,
+            labeled,
+            values,
+            output_partitions(labeled, self._out_partitions),
+        )
         if stats is not None and not s.frozen:
             self._acc = stats if self._acc is None else self._acc.merge(stats)
-        stamps = np.fromiter((r.timestamp for r in labeled), np.float64, len(labeled))
-        self.labeled += len(labeled)
+        sent = Sent(
+            fetched=f,
+            done=asyncio.gather(*futures),
+            stamps_ms=np.fromiter((r.timestamp for r in labeled), np.float64, len(labeled)),
+            n_anomalies=int((score > s.anomaly_threshold).sum()),
+            stages={"poll": f.poll_s, "decode": f.decode_s, "assign": t1 - t0},
+            sent_at=t1,
+        )
+        sent.done.add_done_callback(lambda _: _mark_acked(sent))
+        return sent
+
+    async def _reap(self, wait: bool) -> bool:
+        """Account for acknowledged batches, oldest first (waiting for the oldest if `wait`),
+        and queue their offsets for commit; False if Kafka failed (the batches are resent)."""
+        assert self.committer is not None
+        while self._in_flight and (wait or self._in_flight[0].done.done()):
+            sent = self._in_flight[0]
+            try:
+                await sent.done
+            except KafkaError as exc:
+                await self._rewind(exc)
+                return False
+            self._in_flight.popleft()
+            wait = False
+            self._send_failed = False
+            self._recovered()
+            self._account(sent)
+            self.committer.add(sent.fetched.next)
+        return True
+
+    def _account(self, sent: Sent) -> None:
+        """Counters and metrics of one acknowledged batch."""
+        dec = sent.fetched.decoded
+        n = len(sent.stamps_ms)
+        self.labeled += n
         self.invalid += len(dec.rejects)
         self.metrics.record_batch(
-            n_labeled=len(labeled),
+            n_labeled=n,
             n_invalid=len(dec.rejects),
-            latencies_s=np.maximum(acked_ms - stamps, 0.0) / 1000.0,
-            n_anomalies=int((score > s.anomaly_threshold).sum()),
-            stage_seconds={
-                "poll": f.poll_s,
-                "decode": f.decode_s,
-                "assign": t1 - t0,
-                "produce": t2 - t1,
-                "commit": t3 - t2,
-            },
+            latencies_s=np.maximum(sent.acked_ms - sent.stamps_ms, 0.0) / 1000.0,
+            n_anomalies=sent.n_anomalies,
+            stage_seconds={**sent.stages, "produce": sent.acked_at - sent.sent_at},
             dlq_reasons=[r.reason for r in dec.rejects],
         )
-        return True
+
+    async def _drain(self) -> None:
+        """Wait until every batch in flight is acknowledged (or resent after a failure)."""
+        while self._in_flight:
+            await self._reap(wait=True)
+
+    async def _rewind(self, exc: Exception) -> None:
+        """After a failed publish: forget unacknowledged batches, seek back to their first
+        records, back off; the records are fetched and sent again (at-least-once)."""
+        assert self.consumer is not None and self.committer is not None
+        self._unhealthy(f"{exc!r}; resending unacknowledged batches")
+        self._send_failed = True
+        # Batches handed over before the failure may still be acknowledged: keep those.
+        while self._in_flight:
+            sent = self._in_flight[0]
+            try:
+                await sent.done
+            except KafkaError:
+                break
+            self._in_flight.popleft()
+            self._account(sent)
+            self.committer.add(sent.fetched.next)
+        start: dict[TopicPartition, int] = {}
+        dropped = [sent.fetched for sent in self._in_flight] + self._pending
+        for f in dropped:
+            for tp, off in f.first.items():
+                start[tp] = min(off, start.get(tp, off))
+        for sent in self._in_flight:
+            # Nobody awaits these any more; retrieve their outcome so asyncio does not warn.
+            sent.done.add_done_callback(_ignore_outcome)
+        self._in_flight.clear()
+        self._pending.clear()
+        assigned = self.consumer.assignment()
+        for tp, off in start.items():
+            if tp in assigned:
+                self.consumer.seek(tp, off)
+        self._backoff = min(self._backoff * 2, _MAX_BACKOFF_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), self._backoff)
+
+    def _commit_timed(self, seconds: float) -> None:
+        self.metrics.record_batch(n_labeled=0, stage_seconds={"commit": seconds})
 
     async def _publish_stats(self, force: bool = False) -> None:
         s = self.settings
@@ -422,14 +552,32 @@ class Service:
         self._acc_since = time.monotonic()
         self.metrics.record_batch(n_labeled=0, stage_seconds={"update": time.perf_counter() - t0})
 
-    async def _kafka_failed(self, exc: Exception, f: Fetched) -> None:
-        """Back off after a failed publish or commit; the batch stays pending and is resent."""
+    async def _watch_health(self) -> None:
+        """Beside the loop, which may be waiting on the broker: check it every second."""
+        while True:
+            await asyncio.sleep(1.0)
+            await self._check_broker()
+
+    async def _check_broker(self) -> None:
+        """Not ready while the broker does not answer or leaves a batch unacknowledged."""
+        assert self.consumer is not None
+        stuck = (
+            bool(self._in_flight) and time.perf_counter() - self._in_flight[0].sent_at > _STUCK_S
+        )
+        try:
+            await asyncio.wait_for(self.consumer.topics(), _STUCK_S)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            self._unhealthy(f"broker does not answer: {exc!r}")
+            return
+        if stuck:
+            self._unhealthy(f"a batch is unacknowledged after {_STUCK_S:g}s")
+        elif not self._in_flight and not self._send_failed:
+            self._recovered()  # only a successful send clears a failed one
+
+    def _unhealthy(self, why: str) -> None:
         if self._healthy:
-            log.error("kafka unavailable (%s); retrying the batch with backoff", exc)
+            log.error("kafka unavailable (%s); retrying with backoff", why)
         self._healthy = False
-        self._backoff = min(self._backoff * 2, _MAX_BACKOFF_S)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), self._backoff)
 
     def _recovered(self) -> None:
         if not self._healthy:
@@ -450,7 +598,8 @@ class Service:
             self._paused = False
 
     async def _update_lag(self) -> None:
-        """Consumer lag per partition: highwater - position (Tansu's end_offsets is unreliable)."""
+        """Consumer lag every couple of seconds: highwater - position (Tansu's end_offsets is
+        unreliable)."""
         now = time.monotonic()
         if now - self._last_lag < _LAG_EVERY_S or self.consumer is None:
             return
@@ -466,7 +615,7 @@ class Service:
 
     def _not_assigned(self) -> set[TopicPartition]:
         assert self.consumer is not None
-        held = {TopicPartition(r.topic, r.partition) for f in self._pending for r in f.records}
+        held = {tp for f in self._pending for tp in f.first}
         return held - set(self.consumer.assignment())
 
     def drop_partitions(self, revoked: set[TopicPartition]) -> None:
@@ -493,20 +642,31 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service = service
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        async with self.service._lock:
-            self.service.drop_partitions(set(revoked))
+        service = self.service
+        async with service._lock:
+            try:
+                await service._drain()
+                if service.committer is not None:
+                    await service.committer.flush()
+            except KafkaError as exc:
+                # Not committed: the partitions' next owner relabels from the last commit.
+                log.warning("could not commit before a rebalance: %s", exc)
+            if service.committer is not None:
+                service.committer.forget(set(revoked))
+            service.drop_partitions(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("assigned %s", sorted(tp.partition for tp in assigned))
 
 
-def _commit_offsets(records: list[ConsumerRecord]) -> dict[TopicPartition, OffsetAndMetadata]:
-    """Offset to commit per partition: one past the last record handled."""
-    last: dict[TopicPartition, int] = {}
-    for r in records:
-        tp = TopicPartition(r.topic, r.partition)
-        last[tp] = max(last.get(tp, -1), r.offset)
-    return {tp: OffsetAndMetadata(off + 1, "") for tp, off in last.items()}
+def _mark_acked(sent: Sent) -> None:
+    sent.acked_at = time.perf_counter()
+    sent.acked_ms = time.time() * 1000.0
+
+
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def serve(settings: Settings, metrics: ServiceMetrics | None = None) -> Service:

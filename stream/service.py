@@ -483,6 +483,8 @@ class Service:
 
     def _account(self, sent: Sent) -> None:
         """Counters and metrics of one acknowledged batch."""
+        if not sent.acked_at:  # acknowledged, but its done-callback has not run yet
+            _mark_acked(sent)
         dec = sent.fetched.decoded
         n = len(sent.stamps_ms)
         self.labeled += n
@@ -635,7 +637,7 @@ class Service:
         self._pending = kept
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(ConsumerRebalanceListener):
     """Finish and commit the batch in flight before partitions move to another instance."""
 
     def __init__(self, service: Service) -> None:

@@ -706,13 +706,7 @@ def run_service(settings: Settings) -> int:
     warmup()
     try:
         asyncio.run(serve(settings))
-    except BrokerUnreachable as exc:
-        print(f"streamkm serve: {exc}", file=sys.stderr)
-        return 2
-    except MetricsPortInUseError as exc:
-        print(f"streamkm serve: {exc}", file=sys.stderr)
-        return 2
-    except TopicError as exc:
+    except (BrokerUnreachable, MetricsPortInUseError, TopicError) as exc:
         print(f"streamkm serve: {exc}", file=sys.stderr)
         return 2
     return 0

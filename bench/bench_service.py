@@ -491,9 +491,9 @@ def report(
         "Sums of `streamkm_stage_seconds` (per batch; `poll` is the wait in `getmany`, `produce`"
         " the output sends until acknowledged, `commit` the offset commit) as a share of wall"
         " time: for the drains, the steady window of every JSON run (first label to last);"
-        " for the paced run, its whole length. The loop is sequential, so the shares add up;"
-        " *not in a stage* is the loop's own overhead (lag updates, metrics, scheduling) and,"
-        " in the paced run, idle time.",
+        " for the paced run, its whole length. `produce` (send until acknowledged) and"
+        " `commit` (in the background) overlap the labeling of the next batches, so the"
+        " shares can add up to more than 100%; *not in a stage* is then negative.",
         "",
         *stage_table(drains, lat),
     ]

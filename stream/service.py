@@ -18,18 +18,16 @@ import socket
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.structs import ConsumerRecord
 
 from engine import BatchStats, ModelState, anomaly_scores, batch_stats, kmeans_plusplus, warmup
 from metrics import MetricsPortInUseError, MetricsServer, ServiceMetrics
 
-from .codec import DecodedBatch, decode_batch, encode_labels
+from .batches import Fetched, Sent, ignore_outcome, mark_acked, partition_offsets
+from .codec import decode_batch, encode_labels
 from .commits import Committer
 from .config import Settings
 from .modellog import UpdateLog, publish_init, publish_stats, read_latest_snapshot
@@ -61,49 +59,6 @@ _MAX_IN_FLIGHT = 4
 # An unacknowledged batch older than this, or a broker silent this long, means not ready.
 _STUCK_S = 2.0
 _MAX_REQUEST_BYTES = 4 * 1024 * 1024
-
-
-@dataclass
-class Fetched:
-    """Records of one getmany, decoded, waiting to be labeled."""
-
-    records: list[ConsumerRecord]
-    decoded: DecodedBatch
-    poll_s: float
-    decode_s: float
-    at: float = field(default_factory=time.monotonic)
-    first: dict[TopicPartition, int] = field(default_factory=dict)  # first offset per partition
-    next: dict[TopicPartition, int] = field(default_factory=dict)  # offset to commit per partition
-
-
-def _offsets(
-    records: list[ConsumerRecord],
-) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
-    """First offset and offset-to-commit of each partition in records grouped by partition."""
-    first: dict[TopicPartition, int] = {}
-    last: dict[TopicPartition, int] = {}
-    prev = None
-    for r in records:
-        if prev is None or r.partition != prev.partition or r.topic != prev.topic:
-            tp = TopicPartition(r.topic, r.partition)
-            first.setdefault(tp, r.offset)
-        last[tp] = r.offset
-        prev = r
-    return first, {tp: off + 1 for tp, off in last.items()}
-
-
-@dataclass
-class Sent:
-    """A batch handed to the producer, waiting for the broker's acknowledgements."""
-
-    fetched: Fetched
-    done: asyncio.Future[Any]
-    stamps_ms: np.ndarray  # input timestamps of the labeled records
-    n_anomalies: int
-    stages: dict[str, float]
-    sent_at: float
-    acked_at: float = 0.0  # perf_counter when the last acknowledgement arrived
-    acked_ms: float = 0.0  # wall clock (ms) at that moment
 
 
 class Service:
@@ -279,7 +234,7 @@ class Service:
                 if records:
                     decoded = decode_batch([r.value for r in records], s.input_format, self._dim)
                     self._dim = decoded.dim
-                    first, nxt = _offsets(records)
+                    first, nxt = partition_offsets(records)
                     self._pending.append(
                         Fetched(
                             records,
@@ -459,7 +414,7 @@ class Service:
             stages={"poll": f.poll_s, "decode": f.decode_s, "assign": t1 - t0},
             sent_at=t1,
         )
-        sent.done.add_done_callback(lambda _: _mark_acked(sent))
+        sent.done.add_done_callback(lambda _: mark_acked(sent))
         return sent
 
     async def _reap(self, wait: bool) -> bool:
@@ -484,7 +439,7 @@ class Service:
     def _account(self, sent: Sent) -> None:
         """Counters and metrics of one acknowledged batch."""
         if not sent.acked_at:  # acknowledged, but its done-callback has not run yet
-            _mark_acked(sent)
+            mark_acked(sent)
         dec = sent.fetched.decoded
         n = len(sent.stamps_ms)
         self.labeled += n
@@ -526,7 +481,7 @@ class Service:
                 start[tp] = min(off, start.get(tp, off))
         for sent in self._in_flight:
             # Nobody awaits these any more; retrieve their outcome so asyncio does not warn.
-            sent.done.add_done_callback(_ignore_outcome)
+            sent.done.add_done_callback(ignore_outcome)
         self._in_flight.clear()
         self._pending.clear()
         assigned = self.consumer.assignment()
@@ -659,16 +614,6 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("assigned %s", sorted(tp.partition for tp in assigned))
-
-
-def _mark_acked(sent: Sent) -> None:
-    sent.acked_at = time.perf_counter()
-    sent.acked_ms = time.time() * 1000.0
-
-
-def _ignore_outcome(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 async def serve(settings: Settings, metrics: ServiceMetrics | None = None) -> Service:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import logging
 import multiprocessing as mp
 import shlex
@@ -31,6 +33,7 @@ import sys
 import time
 import timeit
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,10 +46,25 @@ from metrics.service_metrics import STAGES
 from stream.broker import EmbeddedBroker
 from stream.config import Settings
 from stream.produce import produce_blobs
-from stream.service import Service
+from stream.service import GC_THRESHOLDS, Service
 
 DIM, K, PARTITIONS, MAX_BATCH, SESSION_TIMEOUT = 8, 8, 4, 4096, 3.0
 WARMUP_BURST = 4096
+
+
+@contextlib.contextmanager
+def serve_gc() -> Iterator[None]:
+    """The GC thresholds `streamkm serve` sets for itself, for the in-process service only.
+
+    The hand-written baselines share this process and keep Python's defaults, as a team's
+    consumer would.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def _name(prefix: str) -> str:
@@ -138,6 +156,13 @@ async def drain(bootstrap: str, count: int, fmt: str, metrics: bool = True) -> D
     topic = _name(f"drain-{fmt}")
     await produce_blobs(bootstrap, topic, count, dim=DIM, k=K, fmt=fmt, partitions=PARTITIONS)
     ceiling = await consume_only(bootstrap, topic, count)
+    with serve_gc():
+        return await _drain_service(bootstrap, topic, count, fmt, metrics, ceiling)
+
+
+async def _drain_service(
+    bootstrap: str, topic: str, count: int, fmt: str, metrics: bool, ceiling: float
+) -> Drain:
     service = Service(_settings(bootstrap, topic, fmt), None if metrics else NullMetrics())
     t_start = time.perf_counter()
     task = asyncio.create_task(service.run())
@@ -257,6 +282,8 @@ async def latency(bootstrap: str, seconds: float, rate: float) -> Latency:
     s = _settings(bootstrap, topic, "json")
     await produce_blobs(bootstrap, topic, 0, dim=DIM, k=K, partitions=PARTITIONS)  # creates it
     service = Service(s)
+    gc_settings = serve_gc()
+    gc_settings.__enter__()
     task = asyncio.create_task(service.run())
     ctx = mp.get_context("spawn")
     try:
@@ -295,6 +322,7 @@ async def latency(bootstrap: str, seconds: float, rate: float) -> Latency:
     finally:
         service.stopping.set()
         await asyncio.wait_for(task, 60)
+        gc_settings.__exit__(None, None, None)
     counts = after - before
     n_batches = int((a_counts - b_counts).sum())
     return Latency(

@@ -32,7 +32,7 @@ from .broker import BrokerError, EmbeddedBroker
 from .config import DemoOptions, Settings
 from .produce import BlobStream, ProduceReport, produce_blobs
 from .quality import adjusted_rand_index
-from .service import Service
+from .service import Service, tune_gc
 from .topics import BrokerUnreachable, TopicError, TopicSpec, ensure_topics, partition_count
 
 __all__ = ["DemoResult", "run_demo"]
@@ -419,6 +419,7 @@ def run_demo(opts: DemoOptions) -> int:
             flush=True,
         )
         warmup()
+        tune_gc()  # as `streamkm serve` does
         return _run_loop(opts, broker)
     finally:
         broker.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -640,6 +641,19 @@ async def serve(settings: Settings, metrics: ServiceMetrics | None = None) -> Se
     return service
 
 
+# Cyclic-GC thresholds for a process whose hot path allocates about ten short-lived objects per
+# record (aiokafka's records, parsed JSON), nearly none of them in reference cycles: a gen-0
+# pass every 700 allocations costs a quarter of the throughput, and finds almost nothing.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Set the process's GC for streaming: start-up objects frozen, far fewer young passes."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_service(settings: Settings) -> int:
     """Entry point of `streamkm serve`: exit 0 after a clean stop, 2 on a setup error."""
     logging.basicConfig(
@@ -649,6 +663,7 @@ def run_service(settings: Settings) -> int:
     )
     log.info("starting with %r", settings)
     warmup()
+    tune_gc()
     try:
         asyncio.run(serve(settings))
     except (BrokerUnreachable, MetricsPortInUseError, TopicError) as exc:

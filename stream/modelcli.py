@@ -22,7 +22,7 @@ from engine import ModelState
 
 from .config import ExportOptions, ImportOptions, ModelOptions, Settings, ShowOptions
 from .modelfile import EXPORT_FORMATS, ModelFileError, read_centers, write_centers
-from .modellog import UpdateLog, read_latest_snapshot
+from .modellog import open_model
 from .modelmsg import INIT, REPLACE, TYPE_HEADER, ModelParams, ModelReplica, encode_init
 from .snapshots import model_document
 from .topics import (
@@ -78,15 +78,10 @@ def run_model(action: str, options: ModelOptions) -> int:
 async def read_model(settings: Settings, kafka: dict[str, Any]) -> ModelReplica:
     """The model as every instance sees it now: the latest snapshot plus the log after it."""
     replica = ModelReplica()
-    snapshot = await read_latest_snapshot(settings.snapshots_topic, settings.model, kafka)
-    if snapshot is not None:
-        replica.restore(snapshot)
-    updates = UpdateLog(settings.updates_topic, kafka, replica)
-    await updates.start()
-    try:
-        await updates.catch_up()
-    finally:
-        await updates.stop()
+    updates, _ = await open_model(
+        replica, settings.updates_topic, settings.snapshots_topic, settings.model, kafka
+    )
+    await updates.stop()
     return replica
 
 
@@ -99,13 +94,8 @@ async def import_model(o: ImportOptions) -> str:
     specs = [TopicSpec(s.updates_topic, 1), TopicSpec(s.snapshots_topic, 1, compact=True)]
     await ensure_topics(s.bootstrap, specs, kafka)
     replica = ModelReplica()
-    snapshot = await read_latest_snapshot(s.snapshots_topic, s.model, kafka)
-    if snapshot is not None:
-        replica.restore(snapshot)
-    updates = UpdateLog(s.updates_topic, kafka, replica)
-    await updates.start()
+    updates, _ = await open_model(replica, s.updates_topic, s.snapshots_topic, s.model, kafka)
     try:
-        await updates.catch_up()
         if replica.params is not None and not o.replace:
             raise ModelExists(
                 f"model {s.model!r} already exists (version {replica.version}, "

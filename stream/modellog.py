@@ -200,3 +200,33 @@ async def _at_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool
         if high is None or await consumer.position(tp) < high:
             return False
     return True
+
+
+async def open_model(
+    replica: ModelReplica,
+    updates_topic: str,
+    snapshots_topic: str,
+    model: str,
+    client_kwargs: dict[str, Any],
+    on_applied: OnApplied | None = None,
+) -> tuple[UpdateLog, Snapshot | None]:
+    """Bring `replica` to the model as every instance sees it now: the latest snapshot, then
+    the updates log after it, read to its end. Returns the started log (the caller follows or
+    stops it) and the snapshot it started from."""
+    snapshot = await read_latest_snapshot(snapshots_topic, model, client_kwargs)
+    if snapshot is not None:
+        replica.restore(snapshot)
+        log.info(
+            "loaded snapshot of model %r: version %d, updates offset %d",
+            model,
+            snapshot.state.version,
+            snapshot.next_offset,
+        )
+    updates = UpdateLog(updates_topic, client_kwargs, replica, on_applied)
+    await updates.start()
+    try:
+        await updates.catch_up()
+    except BaseException:
+        await updates.stop()
+        raise
+    return updates, snapshot

@@ -31,7 +31,7 @@ from .batches import Fetched, Sent, ignore_outcome, mark_acked, partition_offset
 from .codec import decode_batch, encode_labels
 from .commits import Committer
 from .config import Settings
-from .modellog import UpdateLog, publish_init, publish_stats, read_latest_snapshot
+from .modellog import UpdateLog, open_model, publish_init, publish_stats
 from .modelmsg import INIT, REPLACE, AppliedUpdate, ModelParams, ModelReplica
 from .output import output_partitions, send_labels, send_rejects
 from .snapshots import SnapshotWriter, model_document
@@ -129,19 +129,11 @@ class Service:
         self.snapshots = SnapshotWriter(
             self.producer, s.snapshots_topic, s.model, s.snapshot_every, self.instance
         )
-        snapshot = await read_latest_snapshot(s.snapshots_topic, s.model, self._kafka)
+        self.updates, snapshot = await open_model(
+            self.replica, s.updates_topic, s.snapshots_topic, s.model, self._kafka, self._on_model
+        )
         if snapshot is not None:
-            self.replica.restore(snapshot)
             self.snapshots.restored(snapshot.state.version)
-            log.info(
-                "loaded snapshot of model %r: version %d, updates offset %d",
-                s.model,
-                snapshot.state.version,
-                snapshot.next_offset,
-            )
-        self.updates = UpdateLog(s.updates_topic, self._kafka, self.replica, self._on_model)
-        await self.updates.start()
-        await self.updates.catch_up()
         self.updates.follow()
         if self.replica.ready:
             self._adopt_model()

@@ -1,7 +1,12 @@
-"""`streamkm serve` as a real process for tests: start, query /model and /readyz, stop or kill."""
+"""`streamkm serve` as a real process for tests: start it, query /model and /readyz, stop or kill.
+
+Also the small pieces every process-level test needs: a free port, an environment without
+inherited STREAMKM_* variables, and `serving`, a serve process that is killed if a test leaves it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +29,48 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def streamkm_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment without inherited STREAMKM_* variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
+    env.update(extra or {})
+    return env
+
+
+def start_serve(*args: str, log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """Start `streamkm serve ARGS` with stdout and stderr appended to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "serve", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=streamkm_env(env),
+        )
+
+
+@contextlib.contextmanager
+def serving(
+    *args: str, log: Path, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """`streamkm serve` in the background; killed if the test leaves it running."""
+    proc = start_serve(*args, log=log, env=env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class ServeProcess:
     """One `streamkm serve` process with its own metrics port and log file."""
 
     def __init__(self, bootstrap: str, log: Path, *args: str) -> None:
         self.port = free_port()
         self.log = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
-        argv = [
-            sys.executable, "-m", "stream.cli", "serve", "--bootstrap", bootstrap,
-            "--metrics-port", str(self.port), "--session-timeout", "3", *args,
-        ]  # fmt: skip
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.proc = start_serve(
+            "--bootstrap", bootstrap, "--metrics-port", str(self.port), "--session-timeout", "3",
+            *args, log=log,
+        )  # fmt: skip
 
     def _get(self, path: str) -> tuple[int, bytes]:
         try:

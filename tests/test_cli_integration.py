@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
 import orjson
 import pytest
 from kafka_helpers import consume_records, unique_name
+from serve_process import free_port, serving, streamkm_env
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +18,6 @@ pytestmark = pytest.mark.integration
 PRODUCE_TIMEOUT_S = 120
 LABELS_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 30
-
-
-def streamkm_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment without inherited STREAMKM_* variables, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
-    env.update(extra or {})
-    return env
 
 
 def streamkm(*args: str, env: Mapping[str, str] | None = None, timeout: float = PRODUCE_TIMEOUT_S):
@@ -38,33 +28,6 @@ def streamkm(*args: str, env: Mapping[str, str] | None = None, timeout: float = 
         timeout=timeout,
         env=streamkm_env(env),
     )
-
-
-@contextlib.contextmanager
-def serving(
-    *args: str, log: Path, env: Mapping[str, str] | None = None
-) -> Iterator[subprocess.Popen]:
-    """`streamkm serve` in the background, its output in ``log``; killed if a test leaves it up."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "serve", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=streamkm_env(env),
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ids_of(records) -> list[int]:

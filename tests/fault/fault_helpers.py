@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -23,45 +20,6 @@ from aiokafka.structs import ConsumerRecord
 STOP_TIMEOUT_S = 30
 LABELS_TIMEOUT_S = 120
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def streamkm_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment without inherited STREAMKM_* variables, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
-    env.update(extra or {})
-    return env
-
-
-def start_serve(*args: str, log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
-    """Start `streamkm serve ARGS` with stdout and stderr appended to ``log``."""
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "serve", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=streamkm_env(env),
-        )
-
-
-@contextlib.contextmanager
-def serving(
-    *args: str, log: Path, env: Mapping[str, str] | None = None
-) -> Iterator[subprocess.Popen]:
-    """`streamkm serve` in the background; killed if the test leaves it running."""
-    proc = start_serve(*args, log=log, env=env)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def wait_for_log(log: Path, text: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:

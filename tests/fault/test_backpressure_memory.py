@@ -11,14 +11,9 @@ import signal
 import time
 
 import pytest
-from fault_helpers import (
-    STOP_TIMEOUT_S,
-    free_port,
-    memory_kib,
-    records_handled,
-    serving,
-)
+from fault_helpers import STOP_TIMEOUT_S, memory_kib, records_handled
 from kafka_helpers import unique_name
+from serve_process import free_port, serving
 
 from stream.produce import produce_blobs
 

@@ -9,17 +9,9 @@ import time
 from datetime import datetime
 
 import pytest
-from fault_helpers import (
-    STOP_TIMEOUT_S,
-    covers,
-    cpu_seconds,
-    free_port,
-    http_get,
-    read_all,
-    serving,
-    streamkm_env,
-)
+from fault_helpers import STOP_TIMEOUT_S, covers, cpu_seconds, http_get, read_all
 from kafka_helpers import unique_name
+from serve_process import free_port, serving, streamkm_env
 
 from stream.produce import produce_blobs
 

@@ -9,16 +9,9 @@ import time
 from collections import Counter
 
 import pytest
-from fault_helpers import (
-    STOP_TIMEOUT_S,
-    covers,
-    label_ids,
-    read_all,
-    serving,
-    start_serve,
-    wait_for_log,
-)
+from fault_helpers import STOP_TIMEOUT_S, covers, label_ids, read_all, wait_for_log
 from kafka_helpers import unique_name
+from serve_process import serving, start_serve
 
 from stream.produce import produce_blobs
 

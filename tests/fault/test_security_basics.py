@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from fault_helpers import free_port, http_get, streamkm_env
+from fault_helpers import http_get
+from serve_process import free_port, streamkm_env
 
 from stream.config import Settings
 

@@ -10,9 +10,7 @@ least one series.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +32,7 @@ from promql_text import (
     load_dashboard,
     substitute_grafana_variables,
 )
+from serve_process import free_port, streamkm_env
 
 pytestmark = pytest.mark.integration
 
@@ -41,12 +40,6 @@ pytestmark = pytest.mark.integration
 START_TIMEOUT_S = 60
 DATA_TIMEOUT_S = 90
 SCRAPES_BEFORE_QUERYING = 5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(url: str) -> tuple[int, bytes]:
@@ -83,10 +76,6 @@ def background(args: list[str], log: Path, env: Mapping[str, str]) -> Iterator[s
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-def streamkm_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
 
 
 class Prometheus:

@@ -40,10 +40,6 @@ class Committer:
         if self._task is None or self._task.done():
             self._start()
 
-    def due(self) -> Offsets:
-        """Offsets acknowledged but not yet committed."""
-        return dict(self._due)
-
     async def flush(self) -> None:
         """Commit everything due now; raises KafkaError if the broker refuses."""
         if self._task is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from .kernels import assign
 
@@ -12,10 +13,8 @@ def random_init(X: np.ndarray, n_clusters: int, seed: int | None) -> np.ndarray:
     n = X.shape[0]
     rng = np.random.RandomState(seed)
     # RandomState.choice(n, k, replace=False, p=uniform) draws k uniforms and looks them up in
-    # the cumulative distribution; doing just that skips its copies of p (the same indices).
-    cdf = np.cumsum(_uniform(n))
-    cdf /= cdf[-1]
-    idx = cdf.searchsorted(rng.random_sample(n_clusters), side="right")
+    # the cumulative distribution; `_search_uniform_cdf` does just that without building it.
+    idx = _search_uniform_cdf(n, rng.random_sample(n_clusters))
     if np.unique(idx).size < n_clusters:  # a repeated draw: let choice redraw as it does
         idx = np.random.RandomState(seed).choice(n, size=n_clusters, replace=False, p=_uniform(n))
     return np.array(X[idx], dtype=X.dtype, order="C")
@@ -66,3 +65,27 @@ def _uniform(n: int) -> np.ndarray:
     """Uniform sampling probabilities, computed as scikit-learn does so seeds agree."""
     weights = np.ones(n)
     return weights / weights.sum()
+
+
+@njit(cache=True)
+def _search_uniform_cdf(n, draws):
+    """`searchsorted(cdf, draws, side="right")` on the normalised cumulative sum of n copies
+    of 1/n, bit for bit as NumPy computes it (a sequential sum), without an array of n floats.
+    """
+    p = 1.0 / n
+    total = 0.0
+    for _ in range(n):
+        total += p
+    order = np.argsort(draws)
+    idx = np.full(draws.size, n, np.int64)
+    r = 0
+    running = 0.0
+    for j in range(n):
+        running += p
+        c = running / total
+        while r < order.size and c > draws[order[r]]:
+            idx[order[r]] = j
+            r += 1
+        if r == order.size:
+            break
+    return idx

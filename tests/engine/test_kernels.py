@@ -78,10 +78,11 @@ def test_integer_input_is_converted_to_float64():
 
 @pytest.mark.parametrize("n", [100, _PARALLEL_MIN_ROWS * 3 + 11])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fused_pass_sums_each_cluster(n, dtype):
-    rng = np.random.default_rng(1)
-    X = rng.normal(size=(n, 3)).astype(dtype)
-    C = rng.normal(size=(5, 3)).astype(dtype)
+@pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 17])  # 1-4 have unrolled loops of their own
+def test_fused_pass_sums_each_cluster(n, dtype, d):
+    rng = np.random.default_rng(d)
+    X = rng.normal(size=(n, d)).astype(dtype)
+    C = rng.normal(size=(5, d)).astype(dtype)
     labels = np.full(n, -1, np.int32)
     dist = np.empty(n, dtype)
     counts, sums, sq, changed = assign_stats(X, C, labels, dist)

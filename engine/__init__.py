@@ -1,12 +1,13 @@
 """streamkm's compute engine: Numba kernels and k-means models. Pure computation, no I/O."""
 
 from .init import kmeans_plusplus, random_init
-from .kernels import assign, warmup
+from .kernels import assign
 from .kmeans import KMeans
 from .state import ModelState, StateFormatError
 from .stats import BatchStats, StatsFormatError, batch_stats
 from .streaming import StreamingKMeans
 from .update import UpdateResult, anomaly_scores, apply_update, decay_factor
+from .warmup import warmup
 
 __all__ = [
     "BatchStats",

@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from .kernels import assign_stats
 
@@ -188,15 +189,28 @@ def batch_stats(
 
 
 def _far_indices(dist: np.ndarray, m: int) -> np.ndarray:
-    """Indices of the m largest distances, largest first."""
-    if m == 0:
-        return np.zeros(0, np.int64)
-    cand = (
-        np.argpartition(dist, dist.size - m)[dist.size - m :]
-        if m < dist.size
-        else np.arange(dist.size)
-    )
-    return cand[np.argsort(-dist[cand], kind="stable")]
+    """Indices of the m largest distances, largest first (the earlier row first on ties)."""
+    return _top_indices(dist, m)
+
+
+@njit(cache=True)
+def _top_indices(values, m):
+    idx = np.empty(m, np.int64)
+    filled = 0
+    for i in range(values.shape[0]):
+        v = values[i]
+        if filled < m:
+            pos = filled
+            filled += 1
+        elif v > values[idx[m - 1]]:
+            pos = m - 1
+        else:
+            continue
+        while pos > 0 and values[idx[pos - 1]] < v:
+            idx[pos] = idx[pos - 1]
+            pos -= 1
+        idx[pos] = i
+    return idx
 
 
 def _top_far(points: np.ndarray, sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

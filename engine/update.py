@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from .state import ModelState
 from .stats import BatchStats
@@ -55,22 +56,43 @@ def apply_update(
             f"k={state.k}, d={state.d}"
         )
     a = decay_factor(stats.n, half_life)
-    old_w = a * state.weights
-    weights = old_w + stats.counts
-    centers = old_w[:, None] * state.centers
-    centers += stats.sums
-    live = weights > 0
-    if live.all():
-        centers /= weights[:, None]
-    else:  # a cluster with no weight at all keeps its centre
-        centers[live] /= weights[live, None]
-        centers[~live] = state.centers[~live]
-    sq_sums = a * state.sq_sums + stats.sq_sums
-    reseeded = _reseed(centers, weights, sq_sums, stats, reseed_fraction)
-    shift = float(np.sqrt(((centers - state.centers) ** 2).sum(axis=1)).sum())
+    centers, weights, sq_sums, shift, lightest, heaviest = _lloyd_step(
+        state.centers, state.weights, state.sq_sums, stats.counts, stats.sums, stats.sq_sums, a
+    )
+    reseeded: tuple[int, ...] = ()
+    if heaviest > 0 and reseed_fraction > 0 and lightest < reseed_fraction * heaviest:
+        reseeded = _reseed(centers, weights, sq_sums, stats, reseed_fraction)
+        shift = float(np.sqrt(((centers - state.centers) ** 2).sum(axis=1)).sum())
     for arr in (centers, weights, sq_sums):
         arr.setflags(write=False)
-    return UpdateResult(ModelState(centers, weights, sq_sums, state.version + 1), shift, reseeded)
+    return UpdateResult(
+        ModelState(centers, weights, sq_sums, state.version + 1), float(shift), reseeded
+    )
+
+
+@njit(cache=True)
+def _lloyd_step(centers, weights, sq_sums, counts, sums, sq, a):
+    """The element-wise arithmetic of one update (no fast-math: every replica gets the same
+    bits): new centres, weights, squared-distance sums, total shift, lightest and heaviest weight.
+    """
+    k, d = centers.shape
+    new_c = np.empty((k, d))
+    new_w = np.empty(k)
+    new_q = np.empty(k)
+    shift = 0.0
+    for j in range(k):
+        old_w = a * weights[j]
+        w = old_w + counts[j]
+        new_w[j] = w
+        moved = 0.0
+        for t in range(d):
+            # a cluster with no weight at all keeps its centre
+            c = (old_w * centers[j, t] + sums[j, t]) / w if w > 0 else centers[j, t]
+            new_c[j, t] = c
+            moved += (c - centers[j, t]) ** 2
+        shift += np.sqrt(moved)
+        new_q[j] = a * sq_sums[j] + sq[j]
+    return new_c, new_w, new_q, shift, new_w.min(), new_w.max()
 
 
 def _reseed(

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import BatchStats, StatsFormatError, batch_stats
-from engine.stats import MAX_FAR
+from engine.stats import MAX_FAR, _far_indices
 
 
 def integer_batch(seed, n, d=3):
@@ -114,3 +114,15 @@ def corrupt_messages():
 def test_malformed_bytes_raise_a_format_error(name):
     with pytest.raises(StatsFormatError):
         BatchStats.from_bytes(corrupt_messages()[name])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    dist=st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.5, 7.0]), min_size=1, max_size=60),
+    m=st.integers(1, 20),
+)
+def test_far_rows_are_the_largest_distances_largest_first_earlier_row_on_ties(dist, m):
+    dist = np.array(dist)
+    m = min(m, dist.size)
+    expected = np.argsort(-dist, kind="stable")[:m]
+    np.testing.assert_array_equal(_far_indices(dist, m), expected)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 import uuid
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -321,6 +323,73 @@ async def probe_blob_producer(bs: str, n: int) -> None:
     await c.stop()
 
 
+async def probe_fetch_wait(bs: str, sends: int = 60) -> None:
+    """Does a fetch held by the broker return when data arrives, or only when its wait is over?"""
+    import statistics
+
+    for wait_ms in (1, 5, 10, 50, 200):
+        t = _name("wait")
+        await ensure_topics(bs, [TopicSpec(t, 1)])
+        p = AIOKafkaProducer(bootstrap_servers=bs, acks="all")
+        c = AIOKafkaConsumer(bootstrap_servers=bs, fetch_max_wait_ms=wait_ms)
+        await p.start()
+        await c.start()
+        c.assign([TopicPartition(t, 0)])
+        await c.seek_to_beginning()
+        lat: list[float] = []
+
+        async def read(c=c, lat=lat) -> None:
+            while len(lat) < sends:
+                batch = await c.getmany(timeout_ms=1000)
+                now = time.time() * 1000
+                lat.extend(now - r.timestamp for rs in batch.values() for r in rs)
+
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(0.3)
+        for _ in range(sends):
+            await (await p.send(t, b"x", timestamp_ms=int(time.time() * 1000)))
+            await asyncio.sleep(0.037)
+        await reader
+        await c.stop()
+        await p.stop()
+        print(
+            f"h. fetch_max_wait_ms={wait_ms}: send -> consumer median "
+            f"{statistics.median(lat):.1f} ms, max {max(lat):.1f} ms ({sends} single sends)"
+        )
+
+
+async def probe_idle_fetch_cpu(broker: EmbeddedBroker, seconds: float = 5.0) -> None:
+    """CPU an idle consumer of 4 partitions costs, itself and the broker, by fetch wait."""
+    import resource
+
+    def broker_cpu_s() -> float:
+        assert broker._proc is not None
+        fields = Path(f"/proc/{broker._proc.pid}/stat").read_text().split()
+        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+    def own_cpu_s() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    t = _name("idle")
+    await ensure_topics(broker.bootstrap, [TopicSpec(t, 4)])
+    for wait_ms in (1, 2, 5, 10):
+        c = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, fetch_max_wait_ms=wait_ms)
+        await c.start()
+        c.assign([TopicPartition(t, p) for p in range(4)])
+        await c.getmany(timeout_ms=500)
+        own, brk, start = own_cpu_s(), broker_cpu_s(), time.monotonic()
+        while time.monotonic() - start < seconds:
+            await c.getmany(timeout_ms=100)
+        wall = time.monotonic() - start
+        print(
+            f"h. idle consumer, fetch_max_wait_ms={wait_ms}: client "
+            f"{100 * (own_cpu_s() - own) / wall:.0f}% of a core, broker "
+            f"{100 * (broker_cpu_s() - brk) / wall:.0f}%"
+        )
+        await c.stop()
+
+
 async def main(records: int) -> None:
     with EmbeddedBroker() as broker:
         bs = broker.bootstrap
@@ -332,6 +401,8 @@ async def main(records: int) -> None:
         await probe_group(bs)
         await probe_throughput(bs, records)
         await probe_blob_producer(bs, 2 * records)
+        await probe_fetch_wait(bs)
+        await probe_idle_fetch_cpu(broker)
         await probe_restart(broker)
 
 

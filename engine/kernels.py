@@ -168,9 +168,8 @@ def _stats_tiles(X, C, zero, start, stop, labels, dist, store_dist, counts, sums
         for r in range(m):
             i = i0 + r
             j = lab[r]
-            if labels[i] != j:
-                changed += 1
-                labels[i] = j
+            changed += labels[i] != j  # no branch: new labels are as good as random
+            labels[i] = j
             if store_dist:
                 dist[i] = best[r]
             counts[j] += 1

@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .simd import ROWS, centre_blocks, nearest_rows
+
 # Rows handled by one parallel task. Small enough to balance two to sixteen threads, large
 # enough that the per-task overhead disappears.
 _BLOCK_ROWS = 8192
 # Batches below this size run single-threaded: waking the thread pool costs more than it saves.
 _PARALLEL_MIN_ROWS = 16384
-# Rows transposed together when looking for nearest centres (a tile of d x 128 values).
-_TILE_ROWS = 128
 # Upper bound on the memory of the per-block partial sums (bytes), whatever k and d are.
 _PARTIALS_BUDGET = 64 * 1024 * 1024
 # reassoc lets LLVM vectorise the inner reduction; no flag that changes NaN/inf semantics.
@@ -49,64 +49,27 @@ def _assign_rows(X, C, zero, start, stop, labels, dist, d):
 
 
 @njit(fastmath=_FASTMATH)
-def _tile_nearest(X, C, zero, i0, m, XT, D, best, lab):
-    """Nearest centre of the m rows from i0 (m <= _TILE_ROWS) into best/lab.
-
-    The rows are first copied transposed into XT (d, _TILE_ROWS), so that the innermost loops
-    run along rows: they vectorise whatever d and k are, where a loop along a short row of
-    features does not (2.6x faster for d = 8, 1.9x for d = 16 in float32).
-    """
-    k, d = C.shape
-    d4 = d - d % 4
-    for r in range(m):
-        for t in range(d):
-            XT[t, r] = X[i0 + r, t]
-    for r in range(m):
-        best[r] = np.inf
-        lab[r] = 0
-    for j in range(k):
-        for r in range(m):
-            D[r] = zero
-        for t in range(0, d4, 4):
-            c0 = C[j, t]
-            c1 = C[j, t + 1]
-            c2 = C[j, t + 2]
-            c3 = C[j, t + 3]
-            for r in range(m):
-                e0 = XT[t, r] - c0
-                e1 = XT[t + 1, r] - c1
-                e2 = XT[t + 2, r] - c2
-                e3 = XT[t + 3, r] - c3
-                D[r] += (e0 * e0 + e1 * e1) + (e2 * e2 + e3 * e3)
-        for t in range(d4, d):
-            c = C[j, t]
-            for r in range(m):
-                e = XT[t, r] - c
-                D[r] += e * e
-        for r in range(m):
-            v = D[r]
-            closer = v < best[r]
-            best[r] = v if closer else best[r]
-            lab[r] = j if closer else lab[r]
-
-
-@njit(fastmath=_FASTMATH, inline="always")
-def _tile_buffers(X):
-    d = X.shape[1]
-    return (
-        np.empty((d, _TILE_ROWS), X.dtype),
-        np.empty(_TILE_ROWS, X.dtype),
-        np.empty(_TILE_ROWS, X.dtype),
-        np.empty(_TILE_ROWS, np.int32),
-    )
+def _assign_vector(X, C, B, zero, start, stop, labels, dist):
+    """Rows [start, stop), ROWS at a time with the vector code of engine/simd.py."""
+    out_dist = np.empty(ROWS, X.dtype)
+    out_label = np.empty(ROWS, np.int32)
+    i = start
+    while i + ROWS <= stop:
+        nearest_rows(X, i, B, out_dist, out_label)
+        for r in range(ROWS):
+            labels[i + r] = out_label[r]
+            dist[i + r] = out_dist[r]
+        i += ROWS
+    _assign_rows(X, C, zero, i, stop, labels, dist, X.shape[1])
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _assign_range(X, C, zero, start, stop, labels, dist):
+def _assign_range(X, C, B, zero, start, stop, labels, dist):
     """Assign rows [start, stop).
 
-    Up to 4 features the feature count is a constant of the compiled loop, which the compiler
-    unrolls (1.6x faster on 2-D data than the generic loop); wider rows go in transposed tiles.
+    Up to 3 features the feature count is a constant of the compiled loop, which the compiler
+    unrolls (1.6x faster on 2-D data than the generic loop); wider rows use the vector code,
+    which compares a row with eight centres at once.
     """
     d = X.shape[1]
     if d == 1:
@@ -115,29 +78,22 @@ def _assign_range(X, C, zero, start, stop, labels, dist):
         _assign_rows(X, C, zero, start, stop, labels, dist, 2)
     elif d == 3:
         _assign_rows(X, C, zero, start, stop, labels, dist, 3)
-    elif d == 4:
-        _assign_rows(X, C, zero, start, stop, labels, dist, 4)
     else:
-        XT, D, best, lab = _tile_buffers(X)
-        for i0 in range(start, stop, _TILE_ROWS):
-            m = min(_TILE_ROWS, stop - i0)
-            _tile_nearest(X, C, zero, i0, m, XT, D, best, lab)
-            for r in range(m):
-                labels[i0 + r] = lab[r]
-                dist[i0 + r] = best[r]
+        _assign_vector(X, C, B, zero, start, stop, labels, dist)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _assign_serial(X, C, zero, labels, dist):
-    _assign_range(X, C, zero, 0, X.shape[0], labels, dist)
+    _assign_range(X, C, centre_blocks(C), zero, 0, X.shape[0], labels, dist)
 
 
 @njit(cache=True, fastmath=_FASTMATH, parallel=True)
 def _assign_parallel(X, C, zero, labels, dist):
+    B = centre_blocks(C)
     n = X.shape[0]
     n_blocks = (n + _BLOCK_ROWS - 1) // _BLOCK_ROWS
     for b in prange(n_blocks):
-        _assign_range(X, C, zero, b * _BLOCK_ROWS, min(n, (b + 1) * _BLOCK_ROWS), labels, dist)
+        _assign_range(X, C, B, zero, b * _BLOCK_ROWS, min(n, (b + 1) * _BLOCK_ROWS), labels, dist)
 
 
 @njit(fastmath=_FASTMATH, inline="always")
@@ -158,29 +114,31 @@ def _stats_rows(X, C, zero, start, stop, labels, dist, store_dist, counts, sums,
 
 
 @njit(fastmath=_FASTMATH)
-def _stats_tiles(X, C, zero, start, stop, labels, dist, store_dist, counts, sums, sq):
+def _stats_vector(X, C, B, zero, start, stop, labels, dist, store_dist, counts, sums, sq):
     d = X.shape[1]
-    XT, D, best, lab = _tile_buffers(X)
+    out_dist = np.empty(ROWS, X.dtype)
+    out_label = np.empty(ROWS, np.int32)
     changed = 0
-    for i0 in range(start, stop, _TILE_ROWS):
-        m = min(_TILE_ROWS, stop - i0)
-        _tile_nearest(X, C, zero, i0, m, XT, D, best, lab)
-        for r in range(m):
-            i = i0 + r
-            j = lab[r]
-            changed += labels[i] != j  # no branch: new labels are as good as random
-            labels[i] = j
+    i = start
+    while i + ROWS <= stop:
+        nearest_rows(X, i, B, out_dist, out_label)
+        for r in range(ROWS):
+            j = out_label[r]
+            s = out_dist[r]
+            changed += labels[i + r] != j  # no branch: new labels are as good as random
+            labels[i + r] = j
             if store_dist:
-                dist[i] = best[r]
+                dist[i + r] = s
             counts[j] += 1
-            sq[j] += best[r]
+            sq[j] += s
             for t in range(d):
-                sums[j, t] += X[i, t]
-    return changed
+                sums[j, t] += X[i + r, t]
+        i += ROWS
+    return changed + _stats_rows(X, C, zero, i, stop, labels, dist, store_dist, counts, sums, sq, d)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _stats_block(X, C, zero, start, stop, labels, dist, store_dist, counts, sums, sq):
+def _stats_block(X, C, B, zero, start, stop, labels, dist, store_dist, counts, sums, sq):
     """Assign rows [start, stop) and accumulate their statistics; returns labels changed.
 
     The same two ways to find the nearest centre as `_assign_range`.
@@ -192,23 +150,23 @@ def _stats_block(X, C, zero, start, stop, labels, dist, store_dist, counts, sums
         return _stats_rows(X, C, zero, start, stop, labels, dist, store_dist, counts, sums, sq, 2)
     if d == 3:
         return _stats_rows(X, C, zero, start, stop, labels, dist, store_dist, counts, sums, sq, 3)
-    if d == 4:
-        return _stats_rows(X, C, zero, start, stop, labels, dist, store_dist, counts, sums, sq, 4)
-    return _stats_tiles(X, C, zero, start, stop, labels, dist, store_dist, counts, sums, sq)
+    return _stats_vector(X, C, B, zero, start, stop, labels, dist, store_dist, counts, sums, sq)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _stats_serial(X, C, zero, labels, dist, store_dist):
+    B = centre_blocks(C)
     k, d = C.shape
     counts = np.zeros(k, np.int64)
     sums = np.zeros((k, d), np.float64)
     sq = np.zeros(k, np.float64)
-    changed = _stats_block(X, C, zero, 0, X.shape[0], labels, dist, store_dist, counts, sums, sq)
+    changed = _stats_block(X, C, B, zero, 0, X.shape[0], labels, dist, store_dist, counts, sums, sq)
     return counts, sums, sq, changed
 
 
 @njit(cache=True, fastmath=_FASTMATH, parallel=True)
 def _stats_parallel(X, C, zero, labels, dist, store_dist, n_blocks):
+    B = centre_blocks(C)
     n = X.shape[0]
     k, d = C.shape
     rows = (n + n_blocks - 1) // n_blocks
@@ -220,7 +178,7 @@ def _stats_parallel(X, C, zero, labels, dist, store_dist, n_blocks):
         start = b * rows
         stop = min(n, start + rows)
         p_changed[b] = _stats_block(
-            X, C, zero, start, stop, labels, dist, store_dist, p_counts[b], p_sums[b], p_sq[b]
+            X, C, B, zero, start, stop, labels, dist, store_dist, p_counts[b], p_sums[b], p_sq[b]
         )
     # Reduce in block order: the same bits whatever the thread count.
     counts = p_counts[0].copy()

@@ -70,6 +70,28 @@ def test_assign_handles_large_k_and_d_with_memory_linear_in_n():
     assert labels.shape == dist.shape == (64,)
 
 
+@pytest.mark.parametrize("d", [2, 6])  # the scalar kernel and the vector one (engine/simd.py)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_equally_near_centres_go_to_the_lowest_index_even_across_vector_blocks(d, dtype):
+    rng = np.random.default_rng(d)
+    X = rng.normal(size=(_PARALLEL_MIN_ROWS + 7, d)).astype(dtype)
+    C = rng.normal(size=(20, d)).astype(dtype) + 50  # far from every row but centres 5, 13, 19
+    C[5] = C[13] = C[19] = X.mean(axis=0)  # identical centres in lanes of different blocks
+    labels, _ = assign(X, C)
+    assert set(np.unique(labels)) == {5}
+    counts, _, _, _ = assign_stats(X, C, np.zeros(len(X), np.int32))
+    assert counts[5] == len(X)
+
+
+@pytest.mark.parametrize("d", [2, 6])
+def test_rows_with_nan_get_centre_zero_at_infinite_distance(d):
+    X = np.ones((9, d))
+    X[[2, 7], 1] = np.nan
+    labels, dist = assign(X, np.stack([np.zeros(d), np.ones(d)]))
+    np.testing.assert_array_equal(labels, [1, 1, 0, 1, 1, 1, 1, 0, 1])
+    assert np.isinf(dist[[2, 7]]).all() and (dist[[0, 1, 3, 4, 5, 6, 8]] == 0).all()
+
+
 def test_integer_input_is_converted_to_float64():
     labels, dist = assign(np.array([[0, 0], [10, 10]]), np.array([[9.0, 9.0], [0.5, 0.0]]))
     np.testing.assert_array_equal(labels, [1, 0])

@@ -7,6 +7,9 @@ writes the packed form in LLVM IR directly: eight centres side by side in one ve
 lowers it to the widest registers the CPU has), four rows at once, so that per feature one load of
 eight centre coordinates serves four rows. Squared distances are summed feature by feature as
 (x - c)^2, the same arithmetic as the scalar kernels, not the cancellation-prone dot-product form.
+
+Numba's on-disk cache keys the kernels of engine/kernels.py on that file alone: after editing
+this one, touch engine/kernels.py (or delete engine/__pycache__) so that they are rebuilt.
 """
 
 from __future__ import annotations

@@ -50,12 +50,12 @@ def apply_update(
     reseed_fraction: float = DEFAULT_RESEED_FRACTION,
 ) -> UpdateResult:
     """Apply one batch's statistics to a state; version + 1."""
-    if (stats.k, stats.d) != (state.k, state.d):
+    if stats.sums.shape != state.centers.shape:
         raise ValueError(
             f"statistics for k={stats.k}, d={stats.d} do not fit a model with "
             f"k={state.k}, d={state.d}"
         )
-    a = decay_factor(stats.n, half_life)
+    a = 1.0 if half_life is None else decay_factor(stats.n, half_life)
     centers, weights, sq_sums, shift, lightest, heaviest = _lloyd_step(
         state.centers, state.weights, state.sq_sums, stats.counts, stats.sums, stats.sq_sums, a
     )

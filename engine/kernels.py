@@ -41,31 +41,39 @@ def _nearest(X, i, C, zero, d):
 
 
 @njit(fastmath=_FASTMATH, inline="always")
-def _assign_rows(X, C, zero, start, stop, labels, dist, d):
+def _assign_rows(X, C, zero, start, stop, labels, dist, store_dist, d):
+    bad = 0
     for i in range(start, stop):
         j, s = _nearest(X, i, C, zero, d)
         labels[i] = j
-        dist[i] = s
+        if store_dist:
+            dist[i] = s
+        bad += not np.isfinite(s)
+    return bad
 
 
 @njit(fastmath=_FASTMATH)
-def _assign_vector(X, C, B, zero, start, stop, labels, dist):
+def _assign_vector(X, C, B, zero, start, stop, labels, dist, store_dist):
     """Rows [start, stop), ROWS at a time with the vector code of engine/simd.py."""
     out_dist = np.empty(ROWS, X.dtype)
     out_label = np.empty(ROWS, np.int32)
+    bad = 0
     i = start
     while i + ROWS <= stop:
         nearest_rows(X, i, B, out_dist, out_label)
         for r in range(ROWS):
             labels[i + r] = out_label[r]
-            dist[i + r] = out_dist[r]
+            if store_dist:
+                dist[i + r] = out_dist[r]
+            bad += not np.isfinite(out_dist[r])
         i += ROWS
-    _assign_rows(X, C, zero, i, stop, labels, dist, X.shape[1])
+    return bad + _assign_rows(X, C, zero, i, stop, labels, dist, store_dist, X.shape[1])
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _assign_range(X, C, B, zero, start, stop, labels, dist):
-    """Assign rows [start, stop).
+def _assign_range(X, C, B, zero, start, stop, labels, dist, store_dist):
+    """Assign rows [start, stop), writing squared distances if `store_dist`; returns the
+    number of rows whose distance is not finite (NaN or infinity in X, or overflow).
 
     Up to 3 features the feature count is a constant of the compiled loop, which the compiler
     unrolls (1.6x faster on 2-D data than the generic loop); wider rows use the vector code,
@@ -73,27 +81,29 @@ def _assign_range(X, C, B, zero, start, stop, labels, dist):
     """
     d = X.shape[1]
     if d == 1:
-        _assign_rows(X, C, zero, start, stop, labels, dist, 1)
-    elif d == 2:
-        _assign_rows(X, C, zero, start, stop, labels, dist, 2)
-    elif d == 3:
-        _assign_rows(X, C, zero, start, stop, labels, dist, 3)
-    else:
-        _assign_vector(X, C, B, zero, start, stop, labels, dist)
+        return _assign_rows(X, C, zero, start, stop, labels, dist, store_dist, 1)
+    if d == 2:
+        return _assign_rows(X, C, zero, start, stop, labels, dist, store_dist, 2)
+    if d == 3:
+        return _assign_rows(X, C, zero, start, stop, labels, dist, store_dist, 3)
+    return _assign_vector(X, C, B, zero, start, stop, labels, dist, store_dist)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _assign_serial(X, C, zero, labels, dist):
-    _assign_range(X, C, centre_blocks(C), zero, 0, X.shape[0], labels, dist)
+def _assign_serial(X, C, zero, labels, dist, store_dist):
+    return _assign_range(X, C, centre_blocks(C), zero, 0, X.shape[0], labels, dist, store_dist)
 
 
 @njit(cache=True, fastmath=_FASTMATH, parallel=True)
-def _assign_parallel(X, C, zero, labels, dist):
+def _assign_parallel(X, C, zero, labels, dist, store_dist):
     B = centre_blocks(C)
     n = X.shape[0]
     n_blocks = (n + _BLOCK_ROWS - 1) // _BLOCK_ROWS
+    bad = np.zeros(n_blocks, np.int64)
     for b in prange(n_blocks):
-        _assign_range(X, C, B, zero, b * _BLOCK_ROWS, min(n, (b + 1) * _BLOCK_ROWS), labels, dist)
+        start, stop = b * _BLOCK_ROWS, min(n, (b + 1) * _BLOCK_ROWS)
+        bad[b] = _assign_range(X, C, B, zero, start, stop, labels, dist, store_dist)
+    return bad.sum()
 
 
 @njit(fastmath=_FASTMATH, inline="always")
@@ -212,15 +222,27 @@ def assign(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     X is float32 or float64 (other dtypes are converted to float64), C- or F-contiguous or
     strided; squared distances come back in X's dtype. Memory used is O(n), whatever k and d.
     """
-    X, C, zero = _prepare(np.asarray(X), np.asarray(centers))
+    labels, dist, _ = _assign(np.asarray(X), np.asarray(centers), store_dist=True)
+    return labels, dist
+
+
+def assign_labels(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels only, as `assign` gives them, and the number of rows whose squared distance is
+    not finite (NaN or infinity in X): no distance array is written or read back."""
+    labels, _, bad = _assign(np.asarray(X), np.asarray(centers), store_dist=False)
+    return labels, bad
+
+
+def _assign(
+    X: np.ndarray, centers: np.ndarray, store_dist: bool
+) -> tuple[np.ndarray, np.ndarray, int]:
+    X, C, zero = _prepare(X, centers)
     n = X.shape[0]
     labels = np.empty(n, np.int32)
-    dist = np.empty(n, X.dtype)
-    if n >= _PARALLEL_MIN_ROWS:
-        _assign_parallel(X, C, zero, labels, dist)
-    else:
-        _assign_serial(X, C, zero, labels, dist)
-    return labels, dist
+    dist = np.empty(n if store_dist else 0, X.dtype)
+    run = _assign_parallel if n >= _PARALLEL_MIN_ROWS else _assign_serial
+    bad = run(X, C, zero, labels, dist, store_dist)
+    return labels, dist, int(bad)
 
 
 def assign_stats(

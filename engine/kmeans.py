@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from .init import kmeans_plusplus, random_init
-from .kernels import assign, assign_stats, column_variance
-from .validation import check_data, check_finite_result, check_n_clusters, check_positive
+from .kernels import assign, assign_labels, assign_stats, column_variance
+from .validation import (
+    check_data,
+    check_finite_result,
+    check_n_clusters,
+    check_positive,
+    raise_not_finite,
+)
 
 
 class KMeans:
@@ -105,8 +111,9 @@ class KMeans:
         """Index (int32) of the nearest fitted centre for each row of X."""
         centers = self._fitted()
         X = check_data(X, dim=centers.shape[1], finite=False)
-        labels, dist = assign(X, centers)
-        check_finite_result(X, dist)
+        labels, non_finite = assign_labels(X, centers)
+        if non_finite:
+            raise_not_finite(X)
         return labels
 
     def fit_predict(self, X: object) -> np.ndarray:

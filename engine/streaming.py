@@ -8,11 +8,17 @@ import numpy as np
 import orjson
 
 from .init import kmeans_plusplus, random_init
-from .kernels import assign
+from .kernels import assign, assign_labels
 from .state import ModelState
 from .stats import batch_stats
 from .update import DEFAULT_RESEED_FRACTION, UpdateResult, anomaly_scores, apply_update
-from .validation import check_data, check_finite_result, check_n_clusters, check_positive
+from .validation import (
+    check_data,
+    check_finite_result,
+    check_n_clusters,
+    check_positive,
+    raise_not_finite,
+)
 
 _SNAPSHOT_MAGIC = b"SKMK"
 _SNAPSHOT_HEADER = struct.Struct("<4sI")  # magic, length of the JSON parameter block
@@ -108,8 +114,9 @@ class StreamingKMeans:
     def predict(self, X: object) -> np.ndarray:
         """Index (int32) of the nearest centre for each row of X."""
         X = check_data(X, dim=self.state.d, finite=False)
-        labels, dist = assign(X, self.state.centers)
-        check_finite_result(X, dist)
+        labels, non_finite = assign_labels(X, self.state.centers)
+        if non_finite:
+            raise_not_finite(X)
         return labels
 
     def score_samples(self, X: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import assign
-from engine.kernels import _PARALLEL_MIN_ROWS, assign_stats, column_variance
+from engine.kernels import _PARALLEL_MIN_ROWS, assign_labels, assign_stats, column_variance
 
 
 def reference(X, C):
@@ -90,6 +90,19 @@ def test_rows_with_nan_get_centre_zero_at_infinite_distance(d):
     labels, dist = assign(X, np.stack([np.zeros(d), np.ones(d)]))
     np.testing.assert_array_equal(labels, [1, 1, 0, 1, 1, 1, 1, 0, 1])
     assert np.isinf(dist[[2, 7]]).all() and (dist[[0, 1, 3, 4, 5, 6, 8]] == 0).all()
+
+
+@pytest.mark.parametrize("d", [2, 6])
+@pytest.mark.parametrize("n", [50, _PARALLEL_MIN_ROWS + 3])
+def test_labels_only_pass_agrees_with_assign_and_counts_non_finite_rows(d, n):
+    rng = np.random.default_rng(n + d)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    C = rng.normal(size=(9, d)).astype(np.float32)
+    labels, non_finite = assign_labels(X, C)
+    np.testing.assert_array_equal(labels, assign(X, C)[0])
+    assert non_finite == 0
+    X[[0, 7, n - 1], [0, 1, d - 1]] = [np.nan, np.inf, -np.inf]
+    assert assign_labels(X, C)[1] == 3
 
 
 def test_integer_input_is_converted_to_float64():

@@ -188,13 +188,9 @@ def batch_stats(
     return labels, dist, stats
 
 
-def _far_indices(dist: np.ndarray, m: int) -> np.ndarray:
-    """Indices of the m largest distances, largest first (the earlier row first on ties)."""
-    return _top_indices(dist, m)
-
-
 @njit(cache=True)
-def _top_indices(values, m):
+def _far_indices(values, m):
+    """Indices of the m largest distances, largest first (the earlier row first on ties)."""
     idx = np.empty(m, np.int64)
     filled = 0
     for i in range(values.shape[0]):

@@ -113,7 +113,7 @@ def test_integer_input_is_converted_to_float64():
 
 @pytest.mark.parametrize("n", [100, _PARALLEL_MIN_ROWS * 3 + 11])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 17])  # 1-4 have unrolled loops of their own
+@pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 17])  # 1-3: unrolled loops; 4 and up: engine/simd.py
 def test_fused_pass_sums_each_cluster(n, dtype, d):
     rng = np.random.default_rng(d)
     X = rng.normal(size=(n, d)).astype(dtype)

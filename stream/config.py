@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .fields import FieldSpec, parse_fields, parse_path
+
 __all__ = [
     "ENV_PREFIX",
     "BrokerOptions",
@@ -34,6 +36,9 @@ __all__ = [
 
 ENV_PREFIX = "STREAMKM_"
 INPUT_FORMATS = ("json", "f32")
+SCALINGS = ("none", "standard")
+SCENARIOS = ("blobs", "transactions")
+COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -119,6 +124,16 @@ class Settings:
     k: int = _opt(8, "number of clusters")
     dim: int | None = _opt(None, "feature dimension (default: learned from the first record)")
     input_format: str = _opt("json", "input value format: json or f32")
+    fields: str | None = _opt(
+        None,
+        "build features from named JSON fields: PATH[:TRANSFORM],... "
+        "(dotted paths; booleans are 1/0; transforms log1p, log, sqrt)",
+    )
+    id_field: str = _opt("id", "dotted path of the id echoed in each output record")
+    scale: str = _opt("none", "feature scaling inside the model: none or standard")
+    compression_type: str = _opt(
+        "none", "codec of the records streamkm writes: none, gzip, snappy, lz4 or zstd"
+    )
     half_life: float | None = _opt(
         None, "records after which old data weighs half (default: never)"
     )
@@ -157,6 +172,9 @@ class Settings:
         if self.dlq == self.input_topic or self.output_topic == self.input_topic:
             raise _fail("output_topic", "output and dead-letter topics must differ from input")
         _check_choice("input_format", self.input_format, INPUT_FORMATS)
+        _check_choice("scale", self.scale, SCALINGS)
+        _check_choice("compression_type", self.compression_type, COMPRESSION_TYPES)
+        self._check_fields()
         _check_positive(self, "k", "dim", "half_life", "refit_every", "refit_interval")
         _check_positive(self, "max_batch", "warmup", "max_pending", "connect_timeout")
         _check_positive(self, "session_timeout", "snapshot_every")
@@ -170,6 +188,35 @@ class Settings:
         _check_port("metrics_port", self.metrics_port, allow_zero=True)
         _check_choice("log_level", self.log_level, LOG_LEVELS)
         self._check_security()
+
+    def _check_fields(self) -> None:
+        try:
+            parse_path(self.id_field)
+        except ValueError as e:
+            raise _fail("id_field", str(e)) from None
+        if self.fields is None:
+            return
+        if self.input_format != "json":
+            raise _fail("fields", f"named fields need --input-format json, not {self.input_format}")
+        try:
+            specs = parse_fields(self.fields)
+        except ValueError as e:
+            raise _fail("fields", str(e)) from None
+        if self.dim is not None and self.dim != len(specs):
+            raise _fail(
+                "dim", f"is {self.dim}, but --fields names {len(specs)} fields; drop --dim or fix it"
+            )
+
+    @property
+    def field_specs(self) -> tuple[FieldSpec, ...] | None:
+        """The parsed `--fields` (None: events carry a `features` array or raw f32)."""
+        return None if self.fields is None else parse_fields(self.fields)
+
+    @property
+    def feature_dim(self) -> int | None:
+        """The dimension fixed by the settings: `--dim`, or the number of `--fields`."""
+        specs = self.field_specs
+        return self.dim if specs is None else len(specs)
 
     def _check_security(self) -> None:
         _check_choice("security_protocol", self.security_protocol, SECURITY_PROTOCOLS)
@@ -253,6 +300,9 @@ class ProduceOptions:
 
     bootstrap: str = _opt("localhost:9092", "Kafka bootstrap servers, host:port[,host:port]")
     topic: str = _opt("features", "topic to write to")
+    scenario: str = _opt(
+        "blobs", "blobs (feature vectors) or transactions (card payments with named fields)"
+    )
     count: int = _opt(100_000, "records to produce")
     rate: float = _opt(0.0, "records per second (0: as fast as possible)")
     dim: int = _opt(8, "feature dimension")
@@ -271,12 +321,16 @@ class ProduceOptions:
         _check_positive(self, "count", "rate", "drift", allow_zero=True)
         _check_fraction("invalid_fraction", self.invalid_fraction)
         _check_choice("format", self.format, INPUT_FORMATS)
+        _check_choice("scenario", self.scenario, SCENARIOS)
 
 
 @dataclass(frozen=True)
 class DemoOptions:
     """Settings of `streamkm demo`: embedded broker, producer and service in one process."""
 
+    scenario: str = _opt(
+        "blobs", "blobs (feature vectors) or transactions (card payments with named fields)"
+    )
     count: int = _opt(200_000, "records to produce")
     rate: float = _opt(20_000.0, "records per second (0: as fast as possible)")
     k: int = _opt(8, "number of clusters (and of generated blobs)")
@@ -298,6 +352,7 @@ class DemoOptions:
         _check_positive(self, "count", "rate", "drift", allow_zero=True)
         _check_fraction("invalid_fraction", self.invalid_fraction)
         _check_choice("input_format", self.input_format, INPUT_FORMATS)
+        _check_choice("scenario", self.scenario, SCENARIOS)
         _check_port("broker_port", self.broker_port, allow_zero=True)
         _check_port("metrics_port", self.metrics_port, allow_zero=True)
 

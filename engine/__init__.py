@@ -3,8 +3,9 @@
 from .init import kmeans_plusplus, random_init
 from .kernels import assign
 from .kmeans import KMeans
+from .scaling import Scaler
 from .state import ModelState, StateFormatError
-from .stats import BatchStats, StatsFormatError, batch_stats
+from .stats import BatchStats, StatsFormatError, batch_stats, model_batch_stats, scaled_batch_stats
 from .streaming import StreamingKMeans
 from .update import UpdateResult, anomaly_scores, apply_update, decay_factor
 from .warmup import warmup
@@ -13,6 +14,7 @@ __all__ = [
     "BatchStats",
     "KMeans",
     "ModelState",
+    "Scaler",
     "StateFormatError",
     "StatsFormatError",
     "StreamingKMeans",
@@ -23,6 +25,8 @@ __all__ = [
     "batch_stats",
     "decay_factor",
     "kmeans_plusplus",
+    "model_batch_stats",
     "random_init",
+    "scaled_batch_stats",
     "warmup",
 ]

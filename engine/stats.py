@@ -15,11 +15,14 @@ import numpy as np
 from numba import njit
 
 from .kernels import assign_stats
+from .scaling import Scaler, feature_m2
+from .state import ModelState
 
 _MAGIC = b"SKMS"
 _FORMAT = 1
 _HEADER = struct.Struct("<4sBBHIIII")  # magic, format, flags, reserved, k, d, n_far, rows
 _FLAG_SPARSE = 1
+_FLAG_MOMENTS = 2  # feature_m2 (d float64) follows the far points
 # Rows kept as re-seeding candidates, at most.
 MAX_FAR = 16
 
@@ -35,7 +38,8 @@ class BatchStats:
     counts: int64 (k,); sums: float64 (k, d) coordinate sums; sq_sums: float64 (k,) sums of
     squared distances to the assigned centre; far_points: float64 (m, d) the rows farthest
     from their centres, m <= MAX_FAR, with far_sq: float64 (m,) their squared distances,
-    sorted by decreasing distance.
+    sorted by decreasing distance. feature_m2: float64 (d,) or None, the rows' per-feature sum
+    of squared deviations about their own mean, carried for models that standardize features.
     """
 
     counts: np.ndarray
@@ -43,6 +47,7 @@ class BatchStats:
     sq_sums: np.ndarray
     far_points: np.ndarray
     far_sq: np.ndarray
+    feature_m2: np.ndarray | None = None
 
     @property
     def k(self) -> int:
@@ -87,7 +92,18 @@ class BatchStats:
             sq_sums=self.sq_sums + other.sq_sums,
             far_points=far_points,
             far_sq=far_sq,
+            feature_m2=self._merged_m2(other),
         )
+
+    def _merged_m2(self, other: BatchStats) -> np.ndarray | None:
+        """Chan's merge of the two sides' squared deviations (None unless both carry them)."""
+        if self.feature_m2 is None or other.feature_m2 is None:
+            return None
+        na, nb = self.n, other.n
+        if na == 0 or nb == 0:
+            return self.feature_m2 if nb == 0 else other.feature_m2
+        delta = other.sums.sum(axis=0) / nb - self.sums.sum(axis=0) / na
+        return self.feature_m2 + other.feature_m2 + delta * delta * (na * nb / (na + nb))
 
     def equals(self, other: BatchStats) -> bool:
         """True when both hold bit-identical arrays."""
@@ -97,16 +113,18 @@ class BatchStats:
         )
 
     def _arrays(self) -> tuple[np.ndarray, ...]:
-        return self.counts, self.sums, self.sq_sums, self.far_points, self.far_sq
+        m2 = np.zeros(0) if self.feature_m2 is None else self.feature_m2
+        return self.counts, self.sums, self.sq_sums, self.far_points, self.far_sq, m2
 
     def to_bytes(self) -> bytes:
         """Serialise: little-endian header plus raw arrays; only clusters with rows are sent."""
         rows = np.flatnonzero(self.counts).astype("<u4")
         sparse = rows.size < self.k
+        moments = self.feature_m2 is not None
         header = _HEADER.pack(
             _MAGIC,
             _FORMAT,
-            _FLAG_SPARSE if sparse else 0,
+            (_FLAG_SPARSE if sparse else 0) | (_FLAG_MOMENTS if moments else 0),
             0,
             self.k,
             self.d,
@@ -124,6 +142,8 @@ class BatchStats:
             self.far_sq.astype("<f8").tobytes(),
             self.far_points.astype("<f8").tobytes(),
         ]
+        if self.feature_m2 is not None:
+            parts.append(self.feature_m2.astype("<f8").tobytes())
         return b"".join(parts)
 
     @classmethod
@@ -139,7 +159,9 @@ class BatchStats:
         sparse = bool(flags & _FLAG_SPARSE)
         if k < 1 or d < 1 or m > MAX_FAR or r > k or (not sparse and r != k):
             raise StatsFormatError(f"inconsistent stats header k={k} d={d} far={m} rows={r}")
+        moments = bool(flags & _FLAG_MOMENTS)
         sizes = [4 * r if sparse else 0, 8 * r, 8 * r * d, 8 * r, 8 * m, 8 * m * d]
+        sizes.append(8 * d if moments else 0)
         if len(data) != _HEADER.size + sum(sizes):
             raise StatsFormatError(
                 f"stats message has {len(data)} bytes, expected {_HEADER.size + sum(sizes)}"
@@ -162,11 +184,14 @@ class BatchStats:
         sq[rows] = np.frombuffer(chunks[3], "<f8")
         far_sq = np.frombuffer(chunks[4], "<f8").astype(np.float64)
         far_points = np.frombuffer(chunks[5], "<f8").reshape(m, d).astype(np.float64)
+        m2 = np.frombuffer(chunks[6], "<f8").astype(np.float64) if moments else None
         if np.any(counts < 0) or not (
             np.isfinite(sums).all() and np.isfinite(sq).all() and np.isfinite(far_points).all()
         ):
             raise StatsFormatError("stats message holds negative counts or non-finite values")
-        return cls(counts, sums, sq, far_points, far_sq)
+        if m2 is not None and not (np.isfinite(m2).all() and np.all(m2 >= 0)):
+            raise StatsFormatError("stats message holds non-finite or negative feature moments")
+        return cls(counts, sums, sq, far_points, far_sq, m2)
 
 
 def batch_stats(
@@ -184,6 +209,29 @@ def batch_stats(
         sq_sums=sq,
         far_points=np.asarray(X[far_idx], dtype=np.float64).reshape(len(far_idx), X.shape[1]),
         far_sq=dist[far_idx].astype(np.float64),
+    )
+    return labels, dist, stats
+
+
+def scaled_batch_stats(
+    X: np.ndarray, centers: np.ndarray, scaler: Scaler, n_far: int = MAX_FAR
+) -> tuple[np.ndarray, np.ndarray, BatchStats]:
+    """`batch_stats` in standardized units: labels and squared distances of (X - mean) / scale
+    against the centres (given in original units); statistics back in original units, with the
+    feature moments the scaler learns from."""
+    n = X.shape[0]
+    Z = scaler.standardize(X)
+    labels = np.zeros(n, np.int32)
+    dist = np.empty(n, np.float32)
+    counts, sums_z, sq, _ = assign_stats(Z, scaler.to_standard(centers), labels, dist)
+    far_idx = _far_indices(dist, min(n_far, n))
+    stats = BatchStats(
+        counts=counts,
+        sums=sums_z * scaler.scale + counts[:, None] * scaler.mean,
+        sq_sums=sq,
+        far_points=np.asarray(X[far_idx], dtype=np.float64).reshape(len(far_idx), X.shape[1]),
+        far_sq=dist[far_idx].astype(np.float64),
+        feature_m2=feature_m2(X),
     )
     return labels, dist, stats
 
@@ -213,3 +261,12 @@ def _top_far(points: np.ndarray, sq: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """Keep the MAX_FAR farthest rows, largest first (stable on ties)."""
     order = np.argsort(-sq, kind="stable")[:MAX_FAR]
     return points[order], sq[order]
+
+
+def model_batch_stats(
+    X: np.ndarray, state: ModelState
+) -> tuple[np.ndarray, np.ndarray, BatchStats]:
+    """Assign a batch to a model's centres in the model's own units (standardized or not)."""
+    if state.scaler is None:
+        return batch_stats(X, state.centers)
+    return scaled_batch_stats(X, state.centers, state.scaler)

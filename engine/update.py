@@ -7,6 +7,9 @@ a = 0.5 ** (n / half_life) for statistics covering n rows (a = 1 without a half-
     c_j' = (a * w_j * c_j + s_j) / w_j'
     q_j' = a * q_j + sq_j              (q: decayed sum of squared distances)
 
+A model that standardizes features keeps its centres in original units and updates its scaler
+with the same decay (engine/scaling.py); q is then measured in standardized units.
+
 A cluster whose weight falls below `reseed_fraction` of the largest is re-seeded at one of the
 farthest rows the statistics carry, with the smallest live weight (scikit-learn's
 MiniBatchKMeans rule). Only element-wise IEEE operations are used, so every replica applying
@@ -55,6 +58,8 @@ def apply_update(
             f"statistics for k={stats.k}, d={stats.d} do not fit a model with "
             f"k={state.k}, d={state.d}"
         )
+    if state.scaler is not None and stats.feature_m2 is None:
+        raise ValueError("statistics carry no feature moments, but the model standardizes features")
     a = 1.0 if half_life is None else decay_factor(stats.n, half_life)
     centers, weights, sq_sums, shift, lightest, heaviest = _lloyd_step(
         state.centers, state.weights, state.sq_sums, stats.counts, stats.sums, stats.sq_sums, a
@@ -65,8 +70,12 @@ def apply_update(
         shift = float(np.sqrt(((centers - state.centers) ** 2).sum(axis=1)).sum())
     for arr in (centers, weights, sq_sums):
         arr.setflags(write=False)
+    scaler = state.scaler
+    if scaler is not None:
+        assert stats.feature_m2 is not None
+        scaler = scaler.updated(stats.n, stats.sums, stats.feature_m2, a)
     return UpdateResult(
-        ModelState(centers, weights, sq_sums, state.version + 1), float(shift), reseeded
+        ModelState(centers, weights, sq_sums, state.version + 1, scaler), float(shift), reseeded
     )
 
 

@@ -55,13 +55,15 @@ def decode_batch(
     dim: int | None,
     *,
     max_value_bytes: int = MAX_VALUE_BYTES,
+    id_path: tuple[str, ...] = ("id",),
 ) -> DecodedBatch:
     """Decode a batch of record values in input format `fmt` ("json" or "f32").
 
-    When `dim` is None it is learned from the first valid record and enforced on the rest.
+    When `dim` is None it is learned from the first valid record and enforced on the rest;
+    `id_path` is the dotted path of the id echoed in the output.
     """
     if fmt == "json":
-        return _decode_json(values, dim, max_value_bytes)
+        return _decode_json(values, dim, max_value_bytes, id_path)
     if fmt == "f32":
         return _decode_f32(values, dim, max_value_bytes)
     raise ValueError(f"unknown input format {fmt!r}; expected one of {', '.join(INPUT_FORMATS)}")
@@ -70,15 +72,21 @@ def decode_batch(
 # --- json -----------------------------------------------------------------------------------
 
 
-def _decode_json(values: Sequence[bytes | None], dim: int | None, max_bytes: int) -> DecodedBatch:
-    parsed, rejects = _parse_all(values, max_bytes)
+def _decode_json(
+    values: Sequence[bytes | None], dim: int | None, max_bytes: int, id_path: tuple[str, ...]
+) -> DecodedBatch:
+    parsed, rejects = parse_all(values, max_bytes)
     if rejects:
-        good = [i for i, o in enumerate(parsed) if o is not _UNPARSED]
+        good = [i for i, o in enumerate(parsed) if o is not UNPARSED]
         objs = [parsed[i] for i in good]
     else:
         good, objs = list(range(len(values))), parsed
     rows = [o.get("features", _MISSING) if type(o) is dict else o for o in objs]
-    ids = [o.get("id") if type(o) is dict else None for o in objs]
+    ids = (
+        [o.get("id") if type(o) is dict else None for o in objs]
+        if id_path == ("id",)
+        else [path_value(o, id_path) for o in objs]
+    )
 
     fast = _fast_matrix(rows, dim)
     if fast is None:
@@ -102,15 +110,22 @@ def _decode_json(values: Sequence[bytes | None], dim: int | None, max_bytes: int
     )
 
 
+def path_value(obj: Any, path: tuple[str, ...]) -> Any:
+    """The value at a dotted path of a JSON object, or None where the path does not lead."""
+    for key in path:
+        obj = obj.get(key) if type(obj) is dict else None
+    return obj
+
+
 class _Unparsed:
     """Marks a value that did not parse (None is a valid JSON value, so it cannot)."""
 
 
-_UNPARSED: Any = _Unparsed()
+UNPARSED: Any = _Unparsed()
 _MISSING: Any = object()
 
 
-def _parse_all(values: Sequence[bytes | None], max_bytes: int) -> tuple[list[Any], list[Reject]]:
+def parse_all(values: Sequence[bytes | None], max_bytes: int) -> tuple[list[Any], list[Reject]]:
     """Parse every value; the common all-valid batch costs one comprehension."""
     try:
         if max(map(len, values), default=0) <= max_bytes:  # type: ignore[arg-type]  # None: TypeError
@@ -128,7 +143,7 @@ def _parse_all(values: Sequence[bytes | None], max_bytes: int) -> tuple[list[Any
             except orjson.JSONDecodeError as e:
                 reject = _json_error(i, e)
         rejects.append(reject)
-        parsed.append(_UNPARSED)
+        parsed.append(UNPARSED)
     return parsed, rejects
 
 
@@ -243,17 +258,17 @@ def _row_problem(row: Any, in_object: bool) -> tuple[str, str] | None:
         return "missing_features", 'object has no "features" field; expected "features": [...]'
     if type(row) is not list:
         if in_object:
-            return "missing_features", f'"features" is {_json_type(row)}; expected an array'
+            return "missing_features", f'"features" is {json_type(row)}; expected an array'
         return (
             "missing_features",
-            f'value is {_json_type(row)}; expected an object with "features" or an array',
+            f'value is {json_type(row)}; expected an object with "features" or an array',
         )
     if not row:
         return "missing_features", "features array is empty; expected at least one number"
     for pos, x in enumerate(row):
         t = type(x)
         if t is not float and t is not int:
-            return "not_numeric", f"feature {pos} is {_json_type(x)}; expected a number"
+            return "not_numeric", f"feature {pos} is {json_type(x)}; expected a number"
     return None
 
 
@@ -267,7 +282,7 @@ def _to_f32(row: list[float | int]) -> np.ndarray | None:
         return a.astype(np.float32)
 
 
-def _json_type(x: Any) -> str:
+def json_type(x: Any) -> str:
     if x is None:
         return "null"
     if type(x) is bool:

@@ -5,7 +5,8 @@ all replicas hold bit-identical state at the same log offset.
 
 Wire format: the Kafka header `streamkm.type` says `init`, `replace` or `stats`; the value is
 - init:    4-byte little-endian length L, L bytes of JSON parameters
-           ({"k", "d", "half_life", "reseed_fraction", "origin"}), then a serialised ModelState;
+           ({"k", "d", "half_life", "reseed_fraction", "fields", "scale", "origin"}), then a
+           serialised ModelState (with its scaler when "scale" is "standard");
 - replace: the same body as an init (`streamkm model import --replace`);
 - stats:   a serialised engine.BatchStats.
 
@@ -56,6 +57,22 @@ class ModelParams:
     d: int
     half_life: float | None
     reseed_fraction: float = DEFAULT_RESEED_FRACTION
+    # The schema (DESIGN.md §7): named fields `path[:transform]` (None: events carry vectors)
+    # and the scaling ("none", or "standard" with a scaler in the state).
+    fields: tuple[str, ...] | None = None
+    scale: str = "none"
+
+    def schema_difference(self, fields: tuple[str, ...] | None, scale: str) -> str | None:
+        """How a schema differs from this model's, in words; None when it is the same."""
+        if fields != self.fields:
+
+            def show(f: tuple[str, ...] | None) -> str:
+                return "a features vector (no --fields)" if f is None else "--fields " + ",".join(f)
+
+            return f"the model reads {show(self.fields)}; this instance reads {show(fields)}"
+        if scale != self.scale:
+            return f"the model has --scale {self.scale}; this instance has --scale {scale}"
+        return None
 
 
 def encode_init(
@@ -68,6 +85,8 @@ def encode_init(
             "d": params.d,
             "half_life": params.half_life,
             "reseed_fraction": params.reseed_fraction,
+            "fields": None if params.fields is None else list(params.fields),
+            "scale": params.scale,
             "origin": origin,
             **(extra or {}),
         }
@@ -90,6 +109,8 @@ def _decode_body(value: bytes) -> tuple[ModelParams, ModelState, dict[str, Any]]
             d=int(meta["d"]),
             half_life=None if meta["half_life"] is None else float(meta["half_life"]),
             reseed_fraction=float(meta["reseed_fraction"]),
+            fields=None if meta.get("fields") is None else tuple(str(f) for f in meta["fields"]),
+            scale=str(meta.get("scale", "none")),
         )
         state = ModelState.from_bytes(value[_LEN.size + size :])
     except (struct.error, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -98,6 +119,10 @@ def _decode_body(value: bytes) -> tuple[ModelParams, ModelState, dict[str, Any]]
         raise ModelMessageError(
             f"init says k={params.k}, d={params.d} but holds {state.k}x{state.d}"
         )
+    if params.fields is not None and len(params.fields) != params.d:
+        raise ModelMessageError(f"init names {len(params.fields)} fields for d={params.d}")
+    if (params.scale == "standard") != (state.scaler is not None):
+        raise ModelMessageError(f"init says scale={params.scale!r} but its state disagrees")
     return params, state, meta
 
 
@@ -330,7 +355,7 @@ class ModelReplica:
         params, state, origin = decode_init(value)
         version = self.version + 1
         self.params = params
-        self.state = ModelState(state.centers, state.weights, state.sq_sums, version)
+        self.state = ModelState(state.centers, state.weights, state.sq_sums, version, state.scaler)
         self.base_offset = offset
         if kind == REPLACE:
             self.replaces += 1

@@ -80,6 +80,14 @@ def test_settings_are_immutable():
         ({"input_topic": "bad topic"}, "--input-topic"),
         ({"output_topic": "features"}, "--output-topic: output and dead-letter topics"),
         ({"log_level": "LOUD"}, "--log-level"),
+        ({"fields": "amount,merchant.risk", "dim": 3}, "--dim: is 3, but --fields names 2"),
+        ({"fields": "amount:exp"}, "--fields: 'amount:exp': unknown transform 'exp'"),
+        ({"fields": "amount,,hour"}, "--fields: '' is not a dotted field path"),
+        ({"fields": "amount,amount:log1p"}, "--fields: field 'amount' is named more than once"),
+        ({"fields": "a", "input_format": "f32"}, "--fields: named fields need --input-format json"),
+        ({"id_field": "a..b"}, "--id-field"),
+        ({"scale": "minmax"}, "--scale: 'minmax' is not one of none, standard"),
+        ({"compression_type": "brotli"}, "--compression-type: 'brotli' is not one of"),
         ({"security_protocol": "TLS"}, "--security-protocol: 'TLS' is not one of"),
         ({"security_protocol": "SASL_SSL"}, "--sasl-mechanism: required with SASL_SSL"),
         ({**SASL, "sasl_mechanism": "GSSAPI"}, "--sasl-mechanism: 'GSSAPI' is not one of"),
@@ -229,3 +237,14 @@ def test_repr_and_log_lines_never_show_secrets(caplog):
         logging.getLogger("streamkm.test").info(f"starting with {s!r}")
     assert "starting with Settings(" in caplog.text
     assert "secret" not in caplog.text
+
+
+def test_fields_fix_the_dimension_and_parse_paths_and_transforms():
+    s = Settings(fields="amount:log1p, merchant.risk ,card_present", scale="standard")
+    assert s.feature_dim == 3
+    assert [(f.path, f.transform) for f in s.field_specs] == [
+        (("amount",), "log1p"),
+        (("merchant", "risk"), None),
+        (("card_present",), None),
+    ]
+    assert Settings(fields="a,b", dim=2).feature_dim == 2

@@ -97,11 +97,13 @@ async def ids_until(bootstrap: str, topic: str, expected: set[int], timeout: flo
     return seen
 
 
+@pytest.mark.parametrize("scaling", [(), ("--scale", "standard")], ids=["raw", "standardized"])
 async def test_three_instances_label_every_record_once_and_hold_identical_centroids(
-    broker, new_topic, tmp_path
+    broker, new_topic, tmp_path, scaling
 ):
+    # The digest covers the whole serialised state: with --scale standard, the scaler too.
     topic = await new_topic(partitions=6)
-    args = serve_args(topic, unique_name("m"), unique_name("g"))
+    args = serve_args(topic, unique_name("m"), unique_name("g"), *scaling)
     with instances(broker, tmp_path, 3, *args) as procs:
         await until(lambda: all_assigned(procs), 90, "all three to join the group")
         report = await produce_blobs(

@@ -12,6 +12,8 @@ from aiokafka.structs import ConsumerRecord
 
 from .codec import Reject, dlq_headers
 
+_NO_HEADERS: list[tuple[str, bytes]] = []  # read, never written, by aiokafka's batch builder
+
 
 def output_partitions(records: Sequence[ConsumerRecord], n_partitions: int) -> np.ndarray:
     """Output partition of each record: its input partition (modulo the output's count).
@@ -33,7 +35,8 @@ async def send_labels(
 ) -> list[asyncio.Future[Any]]:
     """Send values as record batches, one per output partition; returns delivery futures.
 
-    Each output record keeps its input record's key and timestamp.
+    Each output record keeps its input record's key, timestamp and headers (a W3C
+    `traceparent`, say, reaches whoever reads the labels).
     """
     futures: list[asyncio.Future[Any]] = []
     order = np.argsort(partitions, kind="stable")
@@ -46,15 +49,19 @@ async def send_labels(
         batch = producer.create_batch()
         for i in group.tolist():
             rec = records[i]
-            # BatchBuilder.append takes milliseconds (docs/embedded-broker.md).
-            if batch.append(key=rec.key, value=values[i], timestamp=rec.timestamp) is None:
-                batch.close()
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
-                if batch.append(key=rec.key, value=values[i], timestamp=rec.timestamp) is None:
+            # Headers go in as a list only; records without any share one empty list.
+            headers = list(rec.headers) if rec.headers else _NO_HEADERS
+            # BatchBuilder.append takes milliseconds (docs/embedded-broker.md); None: batch full.
+            while (
+                batch.append(key=rec.key, value=values[i], timestamp=rec.timestamp, headers=headers)
+                is None
+            ):
+                if not batch.record_count():
                     raise ValueError(
                         f"an output record of {len(values[i])} bytes exceeds the batch size"
                     )
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
         batch.close()
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures
@@ -66,11 +73,17 @@ async def send_rejects(
     records: Sequence[ConsumerRecord],
     rejects: Sequence[Reject],
 ) -> list[asyncio.Future[Any]]:
-    """Send each rejected record, unchanged, to the dead-letter topic with the reason headers."""
+    """Send each rejected record, unchanged, to the dead-letter topic with the reason headers.
+
+    The input record's own headers come first; any whose key is one of streamkm's DLQ header
+    names is dropped, so those names are unambiguous.
+    """
     futures = []
     for rej in rejects:
         rec = records[rej.index]
-        headers = dlq_headers(rej.reason, rej.message, rec.topic, rec.partition, rec.offset)
+        own = dlq_headers(rej.reason, rej.message, rec.topic, rec.partition, rec.offset)
+        names = {name for name, _ in own}
+        headers = [h for h in rec.headers if h[0] not in names] + own
         futures.append(
             await producer.send(
                 topic, key=rec.key, value=rec.value, headers=headers, timestamp_ms=rec.timestamp

@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 
@@ -95,3 +98,38 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float) ->
             return set(found)
         if time.monotonic() >= deadline:
             raise AssertionError(f"topic {topic!r} did not appear within {timeout}s")
+
+
+async def batch_codecs(bootstrap: str, topic: str) -> set[int]:
+    """Codec ids (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd) of every record batch stored in topic.
+
+    Raw Fetch requests, read batch by batch: consumers hide the codec.
+    """
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    codecs: set[int] = set()
+    try:
+        await client.force_metadata_update()
+        for partition in client.cluster.partitions_for_topic(topic) or ():
+            node = client.cluster.leader_for_partition(TopicPartition(topic, partition))
+            offset = 0
+            while True:
+                # Tansu answers a Fetch with max_wait 0 with no topics at all, even when data is
+                # there: wait up to 100 ms.
+                request = FetchRequest(
+                    100, 1, 64 << 20, 0, [(topic, [(partition, offset, 64 << 20)])]
+                )
+                response = await client.send(node, request)
+                ((_, ((_, error, high, *_, raw),)),) = response.topics
+                assert error == 0, f"fetch of {topic}[{partition}] failed with error {error}"
+                start = offset
+                records = MemoryRecords(raw)
+                while records.has_next():
+                    batch = records.next_batch()
+                    codecs.add(batch.compression_type)
+                    offset = batch.next_offset
+                if offset == start or offset >= high:
+                    break
+    finally:
+        await client.close()
+    return codecs

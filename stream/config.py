@@ -204,7 +204,8 @@ class Settings:
             raise _fail("fields", str(e)) from None
         if self.dim is not None and self.dim != len(specs):
             raise _fail(
-                "dim", f"is {self.dim}, but --fields names {len(specs)} fields; drop --dim or fix it"
+                "dim",
+                f"is {self.dim}, but --fields names {len(specs)} fields; drop --dim or fix it",
             )
 
     @property

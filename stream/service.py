@@ -24,13 +24,24 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from engine import BatchStats, ModelState, anomaly_scores, batch_stats, kmeans_plusplus, warmup
+from engine import (
+    BatchStats,
+    KMeans,
+    ModelState,
+    Scaler,
+    anomaly_scores,
+    kmeans_plusplus,
+    model_batch_stats,
+    warmup,
+)
 from metrics import MetricsPortInUseError, MetricsServer, ServiceMetrics
 
 from .batches import Fetched, Sent, ignore_outcome, mark_acked, partition_offsets
-from .codec import decode_batch, encode_labels
+from .codec import DecodedBatch, decode_batch, encode_labels
 from .commits import Committer
 from .config import Settings
+from .fetch import UnreadableBatchError, fetch
+from .fields import decode_events, parse_path, schema_texts
 from .modellog import UpdateLog, open_model, publish_init, publish_stats
 from .modelmsg import INIT, REPLACE, AppliedUpdate, ModelParams, ModelReplica
 from .output import output_partitions, send_labels, send_rejects
@@ -75,7 +86,12 @@ class Service:
         self.labeled = 0
         self.invalid = 0
         self._kafka = settings.kafka_client_kwargs()
-        self._dim = settings.dim
+        self._fields = settings.field_specs
+        self._schema = schema_texts(self._fields)
+        self._id_path = parse_path(settings.id_field)
+        self._dim = settings.feature_dim
+        # Set when this instance cannot serve the model (another schema): the service stops.
+        self.fatal: str | None = None
         self._pending: list[Fetched] = []
         self._in_flight: deque[Sent] = deque()
         self.committer: Committer | None = None
@@ -100,6 +116,8 @@ class Service:
 
     def readiness(self) -> tuple[bool, str]:
         """(ready, reason) for /readyz: partitions assigned, model initialised, broker healthy."""
+        if self.fatal is not None:
+            return False, self.fatal
         if self.consumer is None or not self.started.is_set():
             return False, "starting"
         if not self._healthy:
@@ -120,6 +138,7 @@ class Service:
         self.producer = AIOKafkaProducer(
             **self._kafka,
             acks="all",
+            compression_type=None if s.compression_type == "none" else s.compression_type,
             max_batch_size=512 * 1024,
             max_request_size=_MAX_REQUEST_BYTES,
             # Fail a send after 15 s rather than aiokafka's 40 s: the batch is resent anyway.
@@ -137,6 +156,8 @@ class Service:
         self.updates.follow()
         if self.replica.ready:
             self._adopt_model()
+            if self.fatal is not None:
+                raise SchemaMismatch(self.fatal)
             self._model_metrics(0.0)
             log.info("model %r at version %d after replay", s.model, self.replica.version)
         elif s.frozen:
@@ -220,12 +241,14 @@ class Service:
         s = self.settings
         while not self.stopping.is_set():
             t0 = time.perf_counter()
-            batches = await self.consumer.getmany(timeout_ms=100, max_records=s.max_batch)
+            batches = await fetch(
+                self.consumer, 100, s.max_batch, group=s.group, bootstrap=s.bootstrap
+            )
             t1 = time.perf_counter()
             async with self._lock:
                 records = [r for tp in sorted(batches) for r in batches[tp]]
                 if records:
-                    decoded = decode_batch([r.value for r in records], s.input_format, self._dim)
+                    decoded = self._decode([r.value for r in records], self._dim)
                     self._dim = decoded.dim
                     first, nxt = partition_offsets(records)
                     self._pending.append(
@@ -290,11 +313,20 @@ class Service:
     async def _publish_init(self, sample: np.ndarray) -> None:
         assert self.producer is not None
         s = self.settings
-        centers = kmeans_plusplus(sample.astype(np.float64), s.k, seed=0)
-        params = ModelParams(k=s.k, d=sample.shape[1], half_life=s.half_life)
-        await publish_init(
-            self.producer, s.updates_topic, ModelState.initial(centers), params, self.instance
+        scaler = Scaler.fit(sample) if s.scale == "standard" else None
+        if scaler is None:
+            centers = initial_centers(sample, s.k)
+        else:
+            centers = scaler.to_original(initial_centers(scaler.standardize(sample), s.k))
+        params = ModelParams(
+            k=s.k,
+            d=sample.shape[1],
+            half_life=s.half_life,
+            fields=None if self._schema is None else tuple(self._schema),
+            scale=s.scale,
         )
+        state = _seeded_state(sample, centers, scaler)
+        await publish_init(self.producer, s.updates_topic, state, params, self.instance)
         self._init_sent = True
         log.info("published init for model %r from %d warm-up records", s.model, len(sample))
 
@@ -344,6 +376,17 @@ class Service:
         params = self.replica.params
         assert params is not None
         s = self.settings
+        schema = None if self._schema is None else tuple(self._schema)
+        diff = params.schema_difference(schema, s.scale)
+        if diff is not None:
+            self.fatal = (
+                f"model {s.model!r} has another schema: {diff}; start with the model's schema "
+                "or serve another --model"
+            )
+            log.error("%s; stopping", self.fatal)
+            self.stopping.set()
+            self._pending.clear()
+            return
         if self._dim is not None and self._dim != params.d:
             log.warning(
                 "model %r has d=%d; records of d=%d will be dead-lettered",
@@ -363,11 +406,15 @@ class Service:
         self._dim = params.d
         # Records held before the model existed were decoded without a known dimension.
         self._pending = [
-            dataclasses.replace(
-                f, decoded=decode_batch([r.value for r in f.records], s.input_format, params.d)
-            )
+            dataclasses.replace(f, decoded=self._decode([r.value for r in f.records], params.d))
             for f in self._pending
         ]
+
+    def _decode(self, values: list[bytes | None], dim: int | None) -> DecodedBatch:
+        """Decode record values as configured: named fields, a features vector or raw f32."""
+        if self._fields is not None:
+            return decode_events(values, self._fields, self._id_path)
+        return decode_batch(values, self.settings.input_format, dim, id_path=self._id_path)
 
     async def _send(self, f: Fetched) -> Sent:
         """Label one fetched batch and hand its outputs and rejects to the producer."""
@@ -380,7 +427,7 @@ class Service:
         if self.first_labeled_version is None:
             self.first_labeled_version = state.version
         if len(dec.X):
-            labels, sq, stats = batch_stats(dec.X, state.centers)
+            labels, sq, stats = model_batch_stats(dec.X, state)
             distance, score = anomaly_scores(state, labels, sq)
         else:
             labels, distance, score = np.zeros(0, np.int32), np.zeros(0), np.zeros(0)
@@ -578,11 +625,52 @@ class Service:
             if len(records) == len(f.records):
                 kept.append(f)
             elif records:
-                dec = decode_batch(
-                    [r.value for r in records], self.settings.input_format, self._dim
-                )
+                dec = self._decode([r.value for r in records], self._dim)
                 kept.append(Fetched(records, dec, f.poll_s, f.decode_s, f.at))
         self._pending = kept
+
+
+# k-means fits of the warm-up sample tried at init; the one of least inertia seeds the model.
+_INIT_FITS = 3
+
+
+def initial_centers(sample: np.ndarray, k: int) -> np.ndarray:
+    """Centres fitted to the warm-up sample: the best of a few seeded k-means runs.
+
+    Lloyd iterations on the sample (milliseconds for a thousand rows) start the stream from a
+    local optimum rather than from k-means++ seeds alone; on scikit-learn's wine data this is
+    the difference between an adjusted Rand index of 0.83-0.92 and 0.90-0.92 after 8 passes.
+    """
+    X = np.ascontiguousarray(sample, dtype=np.float64)
+    if len(X) <= k:
+        return kmeans_plusplus(X, k, seed=0)
+    fits = [KMeans(n_clusters=k, seed=seed).fit(X) for seed in range(_INIT_FITS)]
+    return min(fits, key=lambda f: f.inertia_).cluster_centers_
+
+
+def _seeded_state(sample: np.ndarray, centers: np.ndarray, scaler: Scaler | None) -> ModelState:
+    """The init's state: the centres with the warm-up sample's counts and spread as their weights
+    and squared-distance sums, so records labeled before the first update get real scores (with
+    zero weights every score would be 'infinitely surprising')."""
+    bare = ModelState.initial(centers, scaler=scaler)
+    _, _, stats = model_batch_stats(sample, bare)
+    return ModelState(
+        bare.centers,
+        _frozen(stats.counts.astype(np.float64)),
+        _frozen(stats.sq_sums),
+        bare.version,
+        scaler,
+    )
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    a.setflags(write=False)
+    return a
+
+
+class SchemaMismatch(RuntimeError):
+    """The model exists with another schema (fields, transforms, scaling) than this instance's."""
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -647,7 +735,8 @@ def tune_gc() -> None:
 
 
 def run_service(settings: Settings) -> int:
-    """Entry point of `streamkm serve`: exit 0 after a clean stop, 2 on a setup error."""
+    """Entry point of `streamkm serve`: exit 0 after a clean stop, 2 on a setup error or an
+    input batch no client can read (logged at ERROR where it was found)."""
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -657,8 +746,13 @@ def run_service(settings: Settings) -> int:
     warmup()
     tune_gc()
     try:
-        asyncio.run(serve(settings))
-    except (BrokerUnreachable, MetricsPortInUseError, TopicError) as exc:
+        service = asyncio.run(serve(settings))
+    except (BrokerUnreachable, MetricsPortInUseError, TopicError, SchemaMismatch) as exc:
         print(f"streamkm serve: {exc}", file=sys.stderr)
+        return 2
+    except UnreadableBatchError:
+        return 2
+    if service.fatal is not None:
+        print(f"streamkm serve: {service.fatal}", file=sys.stderr)
         return 2
     return 0

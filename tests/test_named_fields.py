@@ -44,7 +44,7 @@ async def _serve_events(broker, new_topic, values, names, chunk: int, **settings
             await produce_records(broker.bootstrap, topic, values[start : start + chunk])
             await wait_labeled(service, min(start + chunk, len(values)), timeout=60)
             if start >= settings["warmup"]:
-                assert await service.updates.wait_until(lambda r: r.version > version, 10)
+                assert await service.updates.wait_until(lambda r, v=version: r.version > v, 10)
     out = await consume_records(broker.bootstrap, s.output_topic, len(values))
     labels = np.empty(len(values), np.int64)
     for rec in out:

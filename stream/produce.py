@@ -1,8 +1,12 @@
-"""Synthetic load for `streamkm produce`: Gaussian blobs, optional drift, optional bad records.
+"""Synthetic load for `streamkm produce`: Gaussian blobs or card transactions, optional bad records.
 
-The generator is pure and deterministic for a seed: it works in fixed blocks of ``BLOCK`` records,
-block b drawn from ``numpy.random.default_rng([seed, b])``, so the stream does not depend on how
-the producer slices it. Centres are drawn once from U(-10, 10)^dim (kept at least
+`--scenario blobs` (the default) writes feature vectors: Gaussian blobs with optional drift.
+`--scenario transactions` writes card payments with named, mixed-scale fields and injected fraud
+(`stream.transactions`), for `serve --fields`. Both go out through the same batched writer.
+
+The blob generator is pure and deterministic for a seed: it works in fixed blocks of ``BLOCK``
+records, block b drawn from ``numpy.random.default_rng([seed, b])``, so the stream does not depend
+on how the producer slices it. Centres are drawn once from U(-10, 10)^dim (kept at least
 ``MIN_SEPARATION`` apart when possible) and each record is its blob's centre plus N(0, 1) noise.
 ``drift`` moves every centre by that many feature units per ``DRIFT_SPAN`` (10,000) records, each
 along its own fixed random unit direction, so after n records a centre has moved drift·n/10,000.
@@ -11,10 +15,11 @@ along its own fixed random unit direction, so after n records a centre has moved
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +36,13 @@ from stream.topics import (
     partition_count,
     wait_for_broker,
 )
+from stream.transactions import (
+    FRAUD_SHARE,
+    TRANSACTION_FIELDS,
+    TransactionStream,
+    encode_transactions,
+    transaction_id,
+)
 
 __all__ = [
     "BLOCK",
@@ -41,6 +53,8 @@ __all__ = [
     "encode_block",
     "murmur2_partitions",
     "produce_blobs",
+    "produce_records",
+    "produce_transactions",
     "run_produce",
 ]
 
@@ -219,11 +233,16 @@ class ProduceReport:
     seconds: float
     partitions: int
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
+    fraud: int = 0  # injected fraud (transactions), including any among the invalid records
 
     @property
     def rate(self) -> float:
         """Records per second over the whole run."""
         return self.count / self.seconds if self.seconds > 0 else float("inf")
+
+
+# One encoded block: Kafka keys, values, and "" or the DLQ reason of each record.
+EncodedBlock = tuple[list[bytes], list[bytes], list[str]]
 
 
 async def produce_blobs(
@@ -242,13 +261,68 @@ async def produce_blobs(
     client_kwargs: dict[str, Any] | None = None,
     connect_timeout: float = 30.0,
 ) -> ProduceReport:
-    """Write ``count`` blob records to ``topic`` (created with ``partitions`` if missing).
+    """Write ``count`` blob records to ``topic``, keyed by ``str(id)`` (see `produce_records`)."""
+    stream = BlobStream(dim, k, seed, drift, invalid_fraction, fmt)
+    encoded = (
+        ([str(i).encode() for i in b.ids.tolist()], encode_block(b, fmt), b.bad)
+        for b in stream.blocks(count)
+    )
+    return await produce_records(
+        bootstrap, topic, encoded, rate, partitions, client_kwargs, connect_timeout
+    )
 
-    Keys are ``str(id)``, partitioned as Kafka's default partitioner would; records go out as one
+
+async def produce_transactions(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    *,
+    seed: int = 0,
+    invalid_fraction: float = 0.0,
+    fraud_share: float = FRAUD_SHARE,
+    rate: float = 0.0,
+    partitions: int = 1,
+    client_kwargs: dict[str, Any] | None = None,
+    connect_timeout: float = 30.0,
+) -> ProduceReport:
+    """Write ``count`` card transactions (`stream.transactions`) to ``topic``, keyed by their id.
+
+    Written as `produce_blobs` writes; the report counts the injected fraud too.
+    """
+    stream = TransactionStream(seed, invalid_fraction, fraud_share)
+    fraud = 0
+
+    def encoded() -> Iterator[EncodedBlock]:
+        nonlocal fraud
+        for b in stream.blocks(count):
+            fraud += int(b.is_fraud.sum())
+            yield (
+                [transaction_id(i).encode() for i in b.ids.tolist()],
+                encode_transactions(b),
+                b.bad,
+            )
+
+    report = await produce_records(
+        bootstrap, topic, encoded(), rate, partitions, client_kwargs, connect_timeout
+    )
+    return dataclasses.replace(report, fraud=fraud)
+
+
+async def produce_records(
+    bootstrap: str,
+    topic: str,
+    blocks: Iterable[EncodedBlock],
+    rate: float = 0.0,
+    partitions: int = 1,
+    client_kwargs: dict[str, Any] | None = None,
+    connect_timeout: float = 30.0,
+) -> ProduceReport:
+    """Write encoded blocks to ``topic`` (created with ``partitions`` if missing), in order.
+
+    Keys are partitioned as Kafka's default partitioner would; records go out as one
     ``send_batch`` per partition and slice, which is several times faster than ``send`` per record
     (docs/embedded-broker.md). ``rate`` > 0 paces the slices to that many records per second.
     """
-    stream = BlobStream(dim, k, seed, drift, invalid_fraction, fmt)
     kwargs = client_kwargs or {}
     await wait_for_broker(bootstrap, connect_timeout, kwargs)
     await ensure_topics(bootstrap, [TopicSpec(topic, partitions)], kwargs)
@@ -262,11 +336,9 @@ async def produce_blobs(
     start = time.monotonic()
     sent = 0
     try:
-        for block in stream.blocks(count):
-            values = encode_block(block, fmt)
-            keys = [str(i).encode() for i in block.ids.tolist()]
+        for keys, values, bad in blocks:
             parts = murmur2_partitions(keys, n_parts)
-            reasons.update(r for r in block.bad if r)
+            reasons.update(r for r in bad if r)
             for lo in range(0, len(keys), slice_size):
                 hi = min(lo + slice_size, len(keys))
                 pending += await _send_slice(producer, topic, keys, values, parts, lo, hi)
@@ -281,7 +353,7 @@ async def produce_blobs(
         await producer.stop()
     return ProduceReport(
         topic=topic,
-        count=count,
+        count=sent,
         invalid=sum(reasons.values()),
         seconds=time.monotonic() - start,
         partitions=n_parts,
@@ -321,6 +393,7 @@ class ProduceSettings(Protocol):
 
     bootstrap: str
     topic: str
+    scenario: str
     count: int
     rate: float
     dim: int
@@ -334,31 +407,56 @@ class ProduceSettings(Protocol):
 
 def run_produce(opts: ProduceSettings, client_kwargs: dict[str, Any] | None = None) -> int:
     """Run `streamkm produce`: write the records, print a closing line, return the exit code."""
-    try:
-        report = asyncio.run(
-            produce_blobs(
-                opts.bootstrap,
-                opts.topic,
-                opts.count,
-                dim=opts.dim,
-                k=opts.k,
-                seed=opts.seed,
-                drift=opts.drift,
-                invalid_fraction=opts.invalid_fraction,
-                fmt=opts.format,
-                rate=opts.rate,
-                partitions=opts.partitions,
-                client_kwargs=client_kwargs,
-            )
+    if opts.scenario == "transactions" and opts.format != "json":
+        print(
+            "streamkm produce: --scenario transactions writes JSON events; "
+            f"--format {opts.format} is for --scenario blobs",
+            file=sys.stderr,
         )
+        return 2
+    try:
+        report = asyncio.run(_produce_scenario(opts, client_kwargs))
     except BrokerUnreachable as exc:
         print(f"streamkm produce: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    fraud = f", {report.fraud} fraud" if opts.scenario == "transactions" else ""
     print(
-        f"produced {report.count} records ({report.invalid} invalid) to {report.topic!r} "
+        f"produced {report.count} records ({report.invalid} invalid{fraud}) to {report.topic!r} "
         f"[{report.partitions} partitions] in {report.seconds:.2f}s: {report.rate:,.0f} records/s",
         flush=True,
     )
+    if opts.scenario == "transactions":
+        print(f"serve them with: --fields {TRANSACTION_FIELDS} --scale standard", flush=True)
     return 0
+
+
+def _produce_scenario(
+    opts: ProduceSettings, client_kwargs: dict[str, Any] | None
+) -> Coroutine[Any, Any, ProduceReport]:
+    if opts.scenario == "transactions":
+        return produce_transactions(
+            opts.bootstrap,
+            opts.topic,
+            opts.count,
+            seed=opts.seed,
+            invalid_fraction=opts.invalid_fraction,
+            rate=opts.rate,
+            partitions=opts.partitions,
+            client_kwargs=client_kwargs,
+        )
+    return produce_blobs(
+        opts.bootstrap,
+        opts.topic,
+        opts.count,
+        dim=opts.dim,
+        k=opts.k,
+        seed=opts.seed,
+        drift=opts.drift,
+        invalid_fraction=opts.invalid_fraction,
+        fmt=opts.format,
+        rate=opts.rate,
+        partitions=opts.partitions,
+        client_kwargs=client_kwargs,
+    )

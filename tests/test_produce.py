@@ -141,6 +141,7 @@ def test_run_produce_prints_a_closing_line_and_exits_0(broker, capsys):
     opts = SimpleNamespace(
         bootstrap=broker.bootstrap,
         topic=unique_name(),
+        scenario="blobs",
         count=300,
         rate=0,
         dim=2,

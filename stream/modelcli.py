@@ -2,6 +2,12 @@
 
 No running service is needed: the model is what `<model>.updates` says, read the way every
 instance reads it (the latest snapshot, then the log after it, into a `ModelReplica`).
+
+The model's schema (named fields with their transforms, standard scaling; DESIGN.md §7) travels
+with it: `show` lists it, `export` writes it into the JSON file (see stream/modelfile.py) and
+`import` publishes the file's. A replace from a file that says nothing of a schema (`.npy`,
+`.csv`, JSON without "fields" and "scaler") keeps the model's, as it keeps its half-life, so
+that swapping centres does not stop the instances serving it.
 """
 
 from __future__ import annotations
@@ -18,10 +24,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from engine import ModelState
+from engine import ModelState, Scaler
 
 from .config import ExportOptions, ImportOptions, ModelOptions, Settings, ShowOptions
-from .modelfile import EXPORT_FORMATS, ModelFileError, read_centers, write_centers
+from .modelfile import EXPORT_FORMATS, CenterFile, ModelFileError, read_centers, write_centers
 from .modellog import open_model
 from .modelmsg import INIT, REPLACE, TYPE_HEADER, ModelParams, ModelReplica, encode_init
 from .snapshots import model_document
@@ -104,10 +110,17 @@ async def import_model(o: ImportOptions) -> str:
         half_life = o.half_life
         if half_life is None and o.replace and replica.params is not None:
             half_life = replica.params.half_life  # a replace keeps the model's forgetting
+        fields, scaler = _schema(o, loaded, replica)
         k, d = loaded.centers.shape
-        params = ModelParams(k=k, d=d, half_life=half_life)
+        params = ModelParams(
+            k=k,
+            d=d,
+            half_life=half_life,
+            fields=fields,
+            scale="none" if scaler is None else "standard",
+        )
         kind = REPLACE if o.replace else INIT
-        state = ModelState.initial(loaded.centers, loaded.weights)
+        state = ModelState.initial(loaded.centers, loaded.weights, scaler=scaler)
         origin = f"import of {Path(o.file).name} by {_who()}"
         offset = await _publish(s, kafka, kind, state, params, origin)
         # Read our own record back: only then do we know the model is what we published.
@@ -126,9 +139,28 @@ async def import_model(o: ImportOptions) -> str:
     version = next((e.version for e in replica.events if e.offset == offset), replica.version)
     verb = "replaced the centres of" if kind == REPLACE else "imported"
     return (
-        f"{verb} model {s.model!r}: {k} centres of d={d} from {o.file}, "
+        f"{verb} model {s.model!r}: {k} centres of d={d} ({_schema_words(params)}) from {o.file}, "
         f"version {version} (updates offset {offset})"
     )
+
+
+def _schema(
+    o: ImportOptions, loaded: CenterFile, replica: ModelReplica
+) -> tuple[tuple[str, ...] | None, Scaler | None]:
+    """The schema to publish: the file's, or the model's for a replace from a file without one."""
+    params, state = replica.params, replica.state
+    if loaded.has_schema or not o.replace or params is None or state is None:
+        return loaded.fields, loaded.scaler
+    if params.fields is None and state.scaler is None:
+        return None, None
+    d = loaded.centers.shape[1]
+    if d != params.d:
+        raise ModelFileError(
+            f"{o.file}: model {o.model!r} has {_schema_words(params)} of d={params.d}, which a "
+            f"replace keeps, but these centres have d={d}; give the new schema in a .json file "
+            '("fields", "scaler")'
+        )
+    return params.fields, state.scaler
 
 
 async def show_model(o: ShowOptions) -> str:
@@ -155,8 +187,11 @@ async def export_model(o: ExportOptions) -> str:
         "version": state.version,
         "half_life": params.half_life,
     }
-    write_centers(o.file, state.centers, extra)
-    return f"wrote {state.k} centres of d={state.d} of model {o.model!r} version {state.version} to {o.file}"
+    write_centers(o.file, state.centers, extra, fields=params.fields, scaler=state.scaler)
+    return (
+        f"wrote {state.k} centres of d={state.d} ({_schema_words(params)}) of model {o.model!r} "
+        f"version {state.version} to {o.file}"
+    )
 
 
 async def _existing_model(o: ModelOptions) -> ModelReplica:
@@ -221,13 +256,16 @@ def _table(model: str, replica: ModelReplica) -> str:
         f"k={state.k}, d={state.d}, half-life {half_life}, "
         f"re-seed below {params.reseed_fraction:g} of the heaviest weight",
         f"re-seeded clusters: {replica.reseeds}; replaces: {replica.replaces}",
+        "",
+        *_schema_table(params, state.scaler),
     ]
     if replica.events:
         lines += ["", f"{'version':>8}  {'event':<8} {'clusters':<24} at"]
         for e in replica.events:
             clusters = f"all {len(e.clusters)}" if e.kind != "reseed" else str(list(e.clusters))
             lines.append(f"{e.version:>8}  {e.kind:<8} {clusters:<24} {_when(e.at)}")
-    lines += ["", f"{'cluster':>8}  {'weight':>12}  centre"]
+    units = " (original units)" if state.scaler is not None else ""
+    lines += ["", f"{'cluster':>8}  {'weight':>12}  centre{units}"]
     for j, (w, c) in enumerate(zip(state.weights, state.centers, strict=True)):
         shown = ", ".join(f"{x:.4g}" for x in c[:_SHOWN_COORDINATES])
         more = (
@@ -235,6 +273,37 @@ def _table(model: str, replica: ModelReplica) -> str:
         )
         lines.append(f"{j:>8}  {w:>12.6g}  [{shown}{more}]")
     return "\n".join(lines)
+
+
+def _schema_words(params: ModelParams) -> str:
+    """`13 named fields, --scale standard` or `a features vector, --scale none`."""
+    read = "a features vector" if params.fields is None else f"{len(params.fields)} named fields"
+    return f"{read}, --scale {params.scale}"
+
+
+def _schema_table(params: ModelParams, scaler: Scaler | None) -> list[str]:
+    """The schema: each field with its transform and, when scaled, its mean and scale."""
+    lines = [f"schema: {_schema_words(params)}"]
+    if params.fields is None and scaler is None:
+        return lines
+    if params.fields is None:
+        names = [f"[{t}]" for t in range(params.d)]
+        transforms = ["-"] * params.d
+    else:
+        split = [f.partition(":") for f in params.fields]
+        names = [name for name, _, _ in split]
+        transforms = [t or "-" for _, _, t in split]
+    width = max(8, *(len(n) for n in names))
+    head = f"{'feature':<{width}}  {'transform':<9}"
+    if scaler is None:
+        rows = [f"{n:<{width}}  {t:<9}" for n, t in zip(names, transforms, strict=True)]
+        return [*lines, head, *rows]
+    lines[0] += f" (from {scaler.weight:.6g} records)"
+    rows = [
+        f"{n:<{width}}  {t:<9}  {m:>12.6g}  {sc:>12.6g}"
+        for n, t, m, sc in zip(names, transforms, scaler.mean, scaler.scale, strict=True)
+    ]
+    return [*lines, f"{head}  {'mean':>12}  {'scale':>12}", *rows]
 
 
 def _when(at: float | None) -> str:

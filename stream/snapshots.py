@@ -15,6 +15,7 @@ import logging
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from .modelfile import scaler_json
 from .modellog import publish_snapshot
 from .modelmsg import ModelReplica
 
@@ -59,7 +60,7 @@ class SnapshotWriter:
 
 
 def model_document(model: str, replica: ModelReplica, extra: dict[str, object]) -> bytes:
-    """JSON view of the replica: version, parameters, centres, weights, digest and events.
+    """JSON view of the replica: version, parameters, schema, centres, weights, digest and events.
 
     Floats are written in their shortest round-trip form, so equal documents mean
     bit-identical centres; `sha256` digests the serialised state to make that one comparison.
@@ -76,6 +77,10 @@ def model_document(model: str, replica: ModelReplica, extra: dict[str, object]) 
             "d": params.d,
             "half_life": params.half_life,
             "reseed_fraction": params.reseed_fraction,
+            # The schema (DESIGN.md §7); centres stay in original units, scaled or not.
+            "fields": None if params.fields is None else list(params.fields),
+            "scale": params.scale,
+            "scaler": None if state.scaler is None else scaler_json(state.scaler),
             "updates_offset": replica.next_offset,
             "updated_at": replica.updated_at,
             "weights": state.weights.tolist(),

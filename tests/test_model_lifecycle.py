@@ -286,8 +286,10 @@ def test_show_lists_version_centres_and_the_replace(lifecycle):
     out = lifecycle.shown.stdout
     assert "version 2" in out and "k=4, d=2" in out and "replaces: 1" in out
     assert "[-8, 12]" in out
+    assert "schema: a features vector, --scale none" in out
     doc = orjson.loads(lifecycle.shown_json.stdout)
     assert (doc["version"], doc["k"], doc["d"], doc["replaces"]) == (2, 4, 2, 1)
+    assert (doc["fields"], doc["scale"], doc["scaler"]) == (None, "none", None)
     assert doc["centers"] == NEW_CENTERS.tolist()
     assert [(e["version"], e["kind"]) for e in doc["events"]] == [(1, INIT), (2, REPLACE)]
     assert doc["updated_at"] == doc["events"][-1]["at"]
@@ -301,7 +303,9 @@ def test_exported_centres_give_scikit_learn_the_same_labels_as_streamkm(lifecycl
     if name.endswith(".npy"):
         centers = np.load(path, allow_pickle=False)
     else:
-        centers = np.array(orjson.loads(path.read_bytes())["centers"])
+        doc = orjson.loads(path.read_bytes())
+        assert (doc["fields"], doc["scaler"], doc["version"]) == (None, None, 2)
+        centers = np.array(doc["centers"])
     assert centers.tobytes() == NEW_CENTERS.tobytes()
     X, docs = lifecycle.after
     assert sklearn_labels(centers, X) == [d["cluster"] for d in docs]

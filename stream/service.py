@@ -157,6 +157,8 @@ class Service:
         if self.replica.ready:
             self._adopt_model()
             if self.fatal is not None:
+                await self.updates.stop()
+                await self.producer.stop()
                 raise SchemaMismatch(self.fatal)
             self._model_metrics(0.0)
             log.info("model %r at version %d after replay", s.model, self.replica.version)

@@ -104,6 +104,17 @@ class ServiceMetrics:
             "Records between the applied model version and the model updates log end.",
             registry=r,
         )
+        self.model_staleness_records = Gauge(
+            "streamkm_model_staleness_records",
+            "Records this instance labeled that the labeling model had not yet learnt from, "
+            "at the last record labeled.",
+            registry=r,
+        )
+        self.model_staleness_limit_records = Gauge(
+            "streamkm_model_staleness_limit_records",
+            "The bound on streamkm_model_staleness_records (--max-staleness).",
+            registry=r,
+        )
         self.model_reseeds_total = Counter(
             "streamkm_model_reseeds_total",
             "Dead clusters re-seeded or models replaced.",
@@ -188,6 +199,12 @@ class ServiceMetrics:
     def set_updates_lag(self, n: int) -> None:
         """Publish how many model update records are not applied yet."""
         self.updates_lag_records.set(n)
+
+    def set_staleness(self, n: int, limit: int | None = None) -> None:
+        """Publish how many of this instance's labeled records the labeling model lacks."""
+        self.model_staleness_records.set(n)
+        if limit is not None:
+            self.model_staleness_limit_records.set(limit)
 
     def inc_reseeds(self, n: int = 1) -> None:
         """Count dead clusters re-seeded or models replaced."""

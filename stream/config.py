@@ -42,6 +42,10 @@ COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The largest model streamkm serves. Every model message then fits in 19 records of the updates
+# log (docs/architecture.md, "Large models"); larger ones are refused rather than half served.
+MAX_K = 1024
+MAX_DIM = 2048
 
 _BOOTSTRAP_ENTRY = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
@@ -106,6 +110,16 @@ def _check_port(name: str, value: int, *, allow_zero: bool) -> None:
         raise _fail(name, f"must be a TCP port in {low}..65535{hint}, got {value}")
 
 
+def _check_model_size(k: int, dim: int | None) -> None:
+    for name, value, most in (("k", k, MAX_K), ("dim", dim, MAX_DIM)):
+        if value is not None and value > most:
+            raise _fail(
+                name,
+                f"must be at most {most}, got {value} (streamkm serves models of up to "
+                f"k={MAX_K} clusters of d={MAX_DIM} features)",
+            )
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise _fail(name, f"{value!r} is not one of {', '.join(choices)}")
@@ -142,6 +156,11 @@ class Settings:
     max_batch: int = _opt(4096, "most records fetched and labeled at once")
     warmup: int = _opt(1024, "records sampled for the k-means++ initialisation")
     max_pending: int = _opt(100_000, "most records held while waiting for the first model")
+    max_staleness: int = _opt(
+        2048,
+        "label a record only with a model that includes this instance's statistics up to "
+        "this many records before it (paces backlog drains)",
+    )
     snapshot_every: int = _opt(500, "write a model snapshot every this many model versions")
     anomaly_threshold: float = _opt(3.0, "score above which a record counts as an anomaly")
     frozen: bool = _opt(False, "label with the current model without updating it")
@@ -176,7 +195,9 @@ class Settings:
         _check_choice("compression_type", self.compression_type, COMPRESSION_TYPES)
         self._check_fields()
         _check_positive(self, "k", "dim", "half_life", "refit_every", "refit_interval")
+        _check_model_size(self.k, self.feature_dim)
         _check_positive(self, "max_batch", "warmup", "max_pending", "connect_timeout")
+        _check_positive(self, "max_staleness")
         _check_positive(self, "session_timeout", "snapshot_every")
         _check_positive(self, "anomaly_threshold")
         if self.warmup < self.k:
@@ -350,6 +371,7 @@ class DemoOptions:
 
     def __post_init__(self) -> None:
         _check_positive(self, "k", "dim", "partitions", "half_life")
+        _check_model_size(self.k, self.dim)
         _check_positive(self, "count", "rate", "drift", allow_zero=True)
         _check_fraction("invalid_fraction", self.invalid_fraction)
         _check_choice("input_format", self.input_format, INPUT_FORMATS)

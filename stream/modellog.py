@@ -30,6 +30,7 @@ from .modelmsg import (
 
 log = logging.getLogger("streamkm.modellog")
 
+_FOLLOW_WAIT_MS = 10
 OnApplied = Callable[[ModelReplica, AppliedUpdate], None]
 
 
@@ -46,8 +47,13 @@ class UpdateLog:
         self.topic = topic
         self.replica = replica
         self._tp = TopicPartition(topic, 0)
+        # A short fetch wait: an instance pacing a backlog (--max-staleness) waits for its own
+        # statistics to come back, and the embedded broker holds a fetch for its full wait.
         self._consumer = AIOKafkaConsumer(
-            **client_kwargs, enable_auto_commit=False, auto_offset_reset="earliest"
+            **client_kwargs,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=_FOLLOW_WAIT_MS,
         )
         self._on_applied = on_applied
         self._changed = asyncio.Condition()

@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -65,6 +65,13 @@ _MAX_BACKOFF_S = 10.0
 # end-to-end latency (the embedded broker holds fetches that long); a busy topic fills batches
 # well before 10 ms anyway.
 _FETCH_MAX_WAIT_MS = 10
+# Reasons that depend on the dimension (see Service._early_reject).
+_DIMENSION_REASONS = frozenset({"wrong_dimension", "wrong_size"})
+# Longest wait for our own statistics to come back before labeling anyway (with an ERROR, and
+# streamkm_model_staleness_records above its limit for the alert): labels late beat no labels.
+_STALENESS_PATIENCE_S = 10.0
+# While nothing valid arrives, repeat the ERROR this often (seconds).
+_NO_VALID_WARN_EVERY_S = 30.0
 # Batches sent but not yet acknowledged, at most: bounds memory when the output is slow, and
 # lets the next batch be decoded and labeled while the broker acknowledges the last ones.
 _MAX_IN_FLIGHT = 4
@@ -106,6 +113,16 @@ class Service:
         self._last_lag = 0.0
         self._out_partitions = 1
         self._last_published = -1  # updates-log offset of our last stats record
+        # Staleness bound (--max-staleness): rows labeled so far, and how many of them the
+        # replica's model includes, via our own stats records (offset, rows up to) in the log.
+        self._seq = 0
+        self._included = 0
+        # A batch is labeled by one model version, so it can be no larger than the bound.
+        self._batch_limit = min(settings.max_batch, settings.max_staleness)
+        self._own: deque[tuple[int, int]] = deque()
+        # Before the model exists: invalid records seen, by reason (for the loud warning).
+        self._early_invalid: Counter[str] = Counter()
+        self._no_valid_warned = 0.0
         self.first_labeled_version: int | None = None
         self.snapshots: SnapshotWriter | None = None
         self.consumer: AIOKafkaConsumer | None = None
@@ -125,6 +142,8 @@ class Service:
         if not self.consumer.assignment():
             return False, "no partitions assigned"
         if not self.replica.ready:
+            if self._early_invalid and not self._holds_valid():
+                return False, f"no valid record yet: {self._invalid_summary()}"
             return False, "waiting for the model's init"
         return True, f"ready: model version {self.replica.version}"
 
@@ -146,7 +165,12 @@ class Service:
         )
         await self.producer.start()
         self.snapshots = SnapshotWriter(
-            self.producer, s.snapshots_topic, s.model, s.snapshot_every, self.instance
+            self.producer,
+            s.snapshots_topic,
+            s.model,
+            s.snapshot_every,
+            self.instance,
+            client_kwargs=self._kafka,
         )
         self.updates, snapshot = await open_model(
             self.replica, s.updates_topic, s.snapshots_topic, s.model, self._kafka, self._on_model
@@ -170,7 +194,7 @@ class Service:
             group_id=s.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=s.max_batch,
+            max_poll_records=self._batch_limit,
             fetch_max_wait_ms=_FETCH_MAX_WAIT_MS,
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(100, session_ms // 3),
@@ -244,7 +268,7 @@ class Service:
         while not self.stopping.is_set():
             t0 = time.perf_counter()
             batches = await fetch(
-                self.consumer, 100, s.max_batch, group=s.group, bootstrap=s.bootstrap
+                self.consumer, 100, self._batch_limit, group=s.group, bootstrap=s.bootstrap
             )
             t1 = time.perf_counter()
             async with self._lock:
@@ -264,6 +288,7 @@ class Service:
                         )
                     )
                 if not self.replica.ready:
+                    await self._dead_letter_held()
                     await self._await_model()
                     continue
                 # Records of partitions revoked since they were fetched belong to another
@@ -280,6 +305,7 @@ class Service:
         """Send every held batch, keeping at most _MAX_IN_FLIGHT unacknowledged."""
         while self._pending and not self.stopping.is_set():
             try:
+                await self._bound_staleness(len(self._pending[0].decoded.X))
                 sent = await self._send(self._pending[0])
             except KafkaError as exc:
                 await self._rewind(exc)
@@ -305,6 +331,110 @@ class Service:
             self._pause()
         assert self.updates is not None
         await self.updates.wait_until(lambda r: r.ready, timeout=0.05)
+
+    # --- staleness ---------------------------------------------------------------------------
+
+    def _refresh_included(self) -> None:
+        """Advance `_included` past our stats records the replica has applied."""
+        applied_below = self.replica.next_offset
+        while self._own and self._own[0][0] < applied_below:
+            self._included = self._own.popleft()[1]
+
+    def _staleness_ok(self, n: int) -> bool:
+        self._refresh_included()
+        # The last of n rows about to be labeled is row _seq + n - 1; the model must include
+        # our rows up to max_staleness before it. A batch larger than the bound alone passes
+        # once the model includes everything before it.
+        behind = self._seq - self._included
+        return behind == 0 or behind + n - 1 <= self.settings.max_staleness
+
+    async def _bound_staleness(self, n: int) -> None:
+        """Before labeling n rows: publish our statistics and wait until the shared model has
+        applied enough of them (--max-staleness). A no-op in real-time operation, where
+        statistics come back long before the bound; it paces the drain of a backlog."""
+        if self.settings.frozen or n == 0 or self.updates is None or self._staleness_ok(n):
+            return
+        if self._acc is not None and self._acc.n:
+            await self._publish_stats(force=True)
+        deadline = time.monotonic() + _STALENESS_PATIENCE_S
+        while not self.stopping.is_set():
+            if await self.updates.wait_until(lambda _: self._staleness_ok(n), timeout=0.5):
+                return
+            if not self._own:
+                return  # nothing of ours is on its way (e.g. a replace dropped it)
+            if time.monotonic() > deadline:
+                log.error(
+                    "our model statistics did not come back through %s in %.0fs; labeling with "
+                    "a model %d records behind (--max-staleness %d) rather than stopping",
+                    self.settings.updates_topic,
+                    _STALENESS_PATIENCE_S,
+                    self._seq - self._included,
+                    self.settings.max_staleness,
+                )
+                return
+
+    # --- before the model exists -------------------------------------------------------------
+
+    def _early_reject(self, reason: str) -> bool:
+        """May a record rejected for `reason` be dead-lettered before the model exists?
+
+        A wrong dimension or size measured against a dimension learnt from the data (no --dim,
+        no --fields) may yet be right for the model another instance publishes: those wait.
+        """
+        return self.settings.feature_dim is not None or reason not in _DIMENSION_REASONS
+
+    async def _dead_letter_held(self) -> None:
+        """Dead-letter the held invalid records now, model or not; commit the offsets of held
+        batches left with nothing to label once everything before them is."""
+        assert self.producer is not None and self.committer is not None
+        for i, f in enumerate(self._pending):
+            early = [r for r in f.decoded.rejects if self._early_reject(r.reason)]
+            if not early:
+                continue
+            try:
+                await asyncio.gather(
+                    *await send_rejects(self.producer, self.settings.dlq, f.records, early)
+                )
+            except KafkaError as exc:
+                log.warning("could not dead-letter records yet (%s); retrying", exc)
+                return
+            self.invalid += len(early)
+            self._early_invalid.update(r.reason for r in early)
+            self.metrics.record_batch(
+                n_labeled=0, n_invalid=len(early), dlq_reasons=[r.reason for r in early]
+            )
+            gone = {r.index for r in early}
+            kept = [r for j, r in enumerate(f.records) if j not in gone]
+            self._pending[i] = dataclasses.replace(
+                f, records=kept, decoded=self._decode([r.value for r in kept], self._dim)
+            )
+        while self._pending and not self._pending[0].records:
+            self.committer.add(self._pending.pop(0).next)
+        self._warn_if_nothing_valid()
+
+    def _holds_valid(self) -> bool:
+        return any(len(f.decoded.X) for f in self._pending)
+
+    def _invalid_summary(self) -> str:
+        total = sum(self._early_invalid.values())
+        reasons = ", ".join(f"{r} {n}" for r, n in self._early_invalid.most_common())
+        return f"{total} invalid records ({reasons})"
+
+    def _warn_if_nothing_valid(self) -> None:
+        """Records keep coming and none is valid: the model can never start. Say so, loudly."""
+        now = time.monotonic()
+        if not self._early_invalid or self._holds_valid():
+            return
+        if now - self._no_valid_warned < _NO_VALID_WARN_EVERY_S:
+            return
+        self._no_valid_warned = now
+        log.error(
+            "no valid record so far, so model %r cannot be initialised: %s, all dead-lettered "
+            "to %s. Check --dim, --input-format and --fields against what the topic holds.",
+            self.settings.model,
+            self._invalid_summary(),
+            self.settings.dlq,
+        )
 
     def _warmup_sample(self) -> np.ndarray:
         rows = [f.decoded.X for f in self._pending if len(f.decoded.X)]
@@ -341,6 +471,8 @@ class Service:
         if applied.kind == REPLACE:
             # Statistics gathered with the swapped-out centres must not teach the new ones.
             self._acc = None
+            self._own.clear()
+            self._included = self._seq  # nothing we labeled before is owed to the new model
             self.metrics.inc_reseeds(1)
         self._model_metrics(applied.result.shift if applied.result else 0.0)
         if applied.result and applied.result.reseeded:
@@ -446,6 +578,12 @@ class Service:
             values,
             output_partitions(labeled, self._out_partitions),
         )
+        self._seq += len(dec.X)
+        if len(dec.X) and not s.frozen:
+            self._refresh_included()
+            self.metrics.set_staleness(
+                max(0, self._seq - 1 - self._included), self.settings.max_staleness
+            )
         if stats is not None and not s.frozen:
             self._acc = stats if self._acc is None else self._acc.merge(stats)
         sent = Sent(
@@ -547,6 +685,7 @@ class Service:
             return
         t0 = time.perf_counter()
         self._last_published = await publish_stats(self.producer, s.updates_topic, acc)
+        self._own.append((self._last_published, self._seq))
         self._acc = None
         self._acc_since = time.monotonic()
         self.metrics.record_batch(n_labeled=0, stage_seconds={"update": time.perf_counter() - t0})

@@ -1,0 +1,163 @@
+"""Benchmark the staleness bound (issue 13): what pacing a backlog costs and what it buys.
+
+Run: .venv/bin/python bench/bench_staleness.py [--runs 3] [--count 200000] [--no-write]
+
+1. Cost: the standard service drain (``--count`` JSON records, d = 8, k = 8, 4 partitions,
+   stationary, preloaded) with the default ``--max-staleness`` against the same drain without a
+   bound (``--max-staleness`` 10^9: the service as it was before the bound, labeling up to four
+   batches ahead of its own statistics). Each run restarts the broker and alternates the order.
+2. Benefit: a drifting stream (four blobs in 2-D, two of them travelling toward the other two;
+   60,000 records, ``--half-life 5000``) fed live at 8,000 records/s, and the same records
+   waiting as a backlog when the service starts, with and without the bound. The figure is the
+   adjusted Rand index of the last 10,000 labels against the generating blobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import statistics
+import sys
+import uuid
+from pathlib import Path
+
+from bench_fields import drain  # bench/bench_fields.py
+from report import BENCHMARKS, machine_facts, write_section  # bench/report.py
+
+from engine import warmup
+from stream.broker import EmbeddedBroker
+from stream.config import Settings
+from stream.produce import produce_blobs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import test_model_freshness as freshness  # the drifting stream of the test
+
+UNBOUNDED = 10**9
+K, DIM = 8, 8
+
+
+def _settings(bootstrap: str, topic: str, **kw: object) -> Settings:
+    return Settings(
+        bootstrap=bootstrap,
+        input_topic=topic,
+        output_topic=f"{topic}.labels",
+        group=f"g-{uuid.uuid4().hex[:8]}",
+        model=f"m-{uuid.uuid4().hex[:8]}",
+        k=K,
+        dim=DIM,
+        metrics_port=0,
+        session_timeout=3.0,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def cost(args: argparse.Namespace, broker: EmbeddedBroker) -> dict[str, list[float]]:
+    rates: dict[str, list[float]] = {"bounded": [], "unbounded": []}
+    for run in range(args.runs):
+        broker.restart()
+        order = ["bounded", "unbounded"] if run % 2 == 0 else ["unbounded", "bounded"]
+        for name in order:
+            topic = f"s-{uuid.uuid4().hex[:8]}"
+            await produce_blobs(broker.bootstrap, topic, args.count, dim=DIM, k=K, partitions=4)
+            extra = {} if name == "bounded" else {"max_staleness": UNBOUNDED}
+            rates[name].append(await drain(_settings(broker.bootstrap, topic, **extra), args.count))
+            print(f"run {run + 1} {name}: {rates[name][-1]:,.0f} rec/s", file=sys.stderr)
+    return rates
+
+
+class _Topics:
+    """The `new_topic` fixture of the tests, for a benchmark."""
+
+    def __init__(self, broker: EmbeddedBroker) -> None:
+        self.broker = broker
+
+    async def __call__(self, partitions: int = 1) -> str:
+        from stream.topics import TopicSpec, ensure_topics
+
+        name = f"d-{uuid.uuid4().hex[:8]}"
+        kwargs = {"bootstrap_servers": self.broker.bootstrap}
+        await ensure_topics(self.broker.bootstrap, [TopicSpec(name, partitions)], kwargs)
+        return name
+
+
+async def benefit(broker: EmbeddedBroker) -> dict[str, float]:
+    broker.restart()
+    out = {}
+    default = freshness.settings_for
+    topics = _Topics(broker)
+    for name, live, bound in (
+        ("live", True, None),
+        ("backlog, bounded", False, None),
+        ("backlog, unbounded", False, UNBOUNDED),
+    ):
+
+        def settings_for(b, topic, _bound=bound, **kw):  # type: ignore[no-untyped-def]
+            s = default(b, topic, **kw)
+            return s if _bound is None else dataclasses.replace(s, max_staleness=_bound)
+
+        freshness.settings_for = settings_for
+        try:
+            out[name] = await freshness._labels_of_last(broker, topics, live=live)
+        finally:
+            freshness.settings_for = default
+        print(f"{name}: ARI {out[name]:.3f}", file=sys.stderr)
+    return out
+
+
+async def main(args: argparse.Namespace) -> str:
+    warmup()
+    broker = EmbeddedBroker().start()
+    try:
+        rates = await cost(args, broker)
+        quality = await benefit(broker)
+    finally:
+        broker.stop()
+    ratios = [b / u for b, u in zip(rates["bounded"], rates["unbounded"], strict=True)]
+    bound = Settings().max_staleness
+
+    def runs(values: list[float], fmt: str) -> str:
+        return ", ".join(fmt.format(v) for v in values)
+
+    return "\n".join(
+        [
+            "## The staleness bound: cost and benefit (issue 13)",
+            "",
+            machine_facts(f"{args.count:,} records per drain, {args.runs} runs."),
+            "",
+            f"Command: `.venv/bin/python bench/bench_staleness.py --runs {args.runs} "
+            f"--count {args.count}`",
+            "",
+            "| standard drain (JSON, d = 8, k = 8, stationary) | steady rec/s, median | runs |",
+            "| --- | ---: | --- |",
+            f"| default `--max-staleness {bound}` | {statistics.median(rates['bounded']):,.0f} | "
+            f"{runs(rates['bounded'], '{:,.0f}')} |",
+            f"| no bound (before issue 13) | {statistics.median(rates['unbounded']):,.0f} | "
+            f"{runs(rates['unbounded'], '{:,.0f}')} |",
+            f"| **ratio** (target ≥ 0.85) | **{statistics.median(ratios):.2f}** | "
+            f"{runs(ratios, '{:.2f}')} |",
+            "",
+            "| drifting stream, last 10,000 labels | adjusted Rand index |",
+            "| --- | ---: |",
+            *[f"| {name} | {ari:.3f} |" for name, ari in quality.items()],
+        ]
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=3, help="drain runs (default 3)")
+    p.add_argument("--count", type=int, default=200_000, help="records per drain (200000)")
+    p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    return p.parse_args()
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    text = asyncio.run(main(args))
+    print(text)
+    if not args.no_write:
+        write_section("staleness", text)
+        print(f"\nwritten to {BENCHMARKS}", file=sys.stderr)

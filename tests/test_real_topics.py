@@ -4,7 +4,6 @@ record batch no client can read stopping the service cleanly (exit 2, no traceba
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 from collections.abc import Callable, Sequence
 
@@ -17,11 +16,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.record.util import calc_crc32c
 from kafka_helpers import Rec, batch_codecs, consume_records, produce_records, unique_name
 from serve_process import ServeProcess
+from test_service import running, wait_labeled
 
 from stream.config import Settings
 from stream.fetch import UnreadableBatchError, fetch
 from stream.output import send_labels
-from stream.service import Service
 
 pytestmark = pytest.mark.integration
 
@@ -56,26 +55,6 @@ def settings_for(broker, topic: str, **kw) -> Settings:
         refit_interval=0.2,
     )
     return Settings(**(base | kw))
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings):
-    service = Service(settings)
-    task = asyncio.create_task(service.run())
-    try:
-        yield service
-    finally:
-        service.stopping.set()
-        await asyncio.wait_for(task, 30)
-
-
-async def wait_handled(service: Service, n: int, timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while service.labeled + service.invalid < n:
-        assert asyncio.get_running_loop().time() < deadline, (
-            f"only {service.labeled} labeled + {service.invalid} invalid of {n}"
-        )
-        await asyncio.sleep(0.05)
 
 
 def valid(i: int) -> bytes:
@@ -147,7 +126,7 @@ async def test_a_librdkafka_topic_in_any_codec_is_labeled_with_its_headers_carri
 
     s = settings_for(broker, topic)
     async with running(s) as service:
-        await wait_handled(service, len(records))
+        await wait_labeled(service, len(records))
     assert (service.labeled, service.invalid) == (300, 2)
 
     labels = await consume_records(broker.bootstrap, s.output_topic, 300)
@@ -171,10 +150,10 @@ async def test_what_serve_writes_with_any_compression_type_is_read_by_plain_cons
     s = settings_for(broker, topic, compression_type=compression, snapshot_every=2)
     await produce_records(broker.bootstrap, topic, first)
     async with running(s) as service:
-        await wait_handled(service, len(first))
+        await wait_labeled(service, len(first))
         # Keeps working: a second wave is labeled by a model that read back its own updates.
         await produce_records(broker.bootstrap, topic, [valid(i) for i in range(200, 400)])
-        await wait_handled(service, len(first) + 200)
+        await wait_labeled(service, len(first) + 200)
         assert service.replica.version > 1
     # The snapshot of the clean stop is written too, with the same codec.
     expected = {CODEC_IDS[compression]}
@@ -355,5 +334,5 @@ async def test_serve_stops_at_an_unreadable_batch_with_exit_2_until_the_group_is
     finally:
         await member.stop()
     async with running(s) as service:
-        await wait_handled(service, 10)
+        await wait_labeled(service, 10)
     await consume_records(broker.bootstrap, s.output_topic, 160)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import struct
 
 import numpy as np
-import orjson
 
 from .init import kmeans_plusplus, random_init
 from .kernels import assign, assign_labels
@@ -135,7 +135,7 @@ class StreamingKMeans:
             "seed": self.seed,
             "reseed_fraction": self.reseed_fraction,
         }
-        blob = orjson.dumps(params)
+        blob = json.dumps(params).encode()
         state = b"" if self._state is None else self._state.to_bytes()
         return _SNAPSHOT_HEADER.pack(_SNAPSHOT_MAGIC, len(blob)) + blob + state
 
@@ -149,8 +149,8 @@ class StreamingKMeans:
             raise ValueError("not a StreamingKMeans snapshot (bad header)")
         start = _SNAPSHOT_HEADER.size
         try:
-            params = orjson.loads(data[start : start + size])
-        except orjson.JSONDecodeError as exc:
+            params = json.loads(data[start : start + size])
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"corrupt StreamingKMeans snapshot parameters: {exc}") from exc
         model = cls(**params)
         rest = data[start + size :]

@@ -25,6 +25,7 @@ __all__ = [
     "DemoOptions",
     "ExportOptions",
     "ImportOptions",
+    "KafkaOptions",
     "ModelOptions",
     "ProduceOptions",
     "Settings",
@@ -126,10 +127,85 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything `streamkm serve` needs, validated on construction."""
+class KafkaOptions:
+    """Where the Kafka cluster is and how to reach it: declared once, shared by `serve`,
+    `model` and `api`."""
 
     bootstrap: str = _opt("localhost:9092", "Kafka bootstrap servers, host:port[,host:port]")
+    connect_timeout: float = _opt(15.0, "seconds to wait for the Kafka cluster")
+    security_protocol: str = _opt("PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    sasl_mechanism: str | None = _opt(None, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    sasl_username: str | None = _opt(None, "SASL user name")
+    sasl_password: str | None = _opt(
+        None, "SASL password (prefer STREAMKM_SASL_PASSWORD: flags show in ps)", secret=True
+    )
+    ssl_cafile: str | None = _opt(None, "CA bundle to verify the brokers (PEM)")
+    ssl_certfile: str | None = _opt(None, "client certificate (PEM)")
+    ssl_keyfile: str | None = _opt(None, "client private key (PEM)")
+    ssl_password: str | None = _opt(None, "password of the client private key", secret=True)
+
+    def __post_init__(self) -> None:
+        _check_bootstrap(self.bootstrap)
+        _check_positive(self, "connect_timeout")
+        self._check_security()
+
+    def _check_security(self) -> None:
+        _check_choice("security_protocol", self.security_protocol, SECURITY_PROTOCOLS)
+        uses_sasl = self.security_protocol.startswith("SASL_")
+        uses_ssl = self.security_protocol.endswith("SSL")
+        if uses_sasl:
+            if self.sasl_mechanism is None:
+                raise _fail("sasl_mechanism", f"required with {self.security_protocol}")
+            _check_choice("sasl_mechanism", self.sasl_mechanism, SASL_MECHANISMS)
+            for name in ("sasl_username", "sasl_password"):
+                if not getattr(self, name):
+                    raise _fail(name, f"required with {self.security_protocol}")
+        else:
+            for name in ("sasl_mechanism", "sasl_username", "sasl_password"):
+                if getattr(self, name) is not None:
+                    raise _fail(name, "set, but --security-protocol is not SASL_*")
+        if not uses_ssl:
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"):
+                if getattr(self, name) is not None:
+                    raise _fail(name, "set, but --security-protocol is not SSL or SASL_SSL")
+        if (self.ssl_keyfile or self.ssl_password) and not self.ssl_certfile:
+            raise _fail("ssl_certfile", "required when --ssl-keyfile or --ssl-password is set")
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for any aiokafka client: bootstrap servers and security."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL_"):
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password
+        if self.security_protocol.endswith("SSL"):
+            kwargs["ssl_context"] = self._ssl_context()
+        return kwargs
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        from aiokafka.helpers import create_ssl_context
+
+        try:
+            return create_ssl_context(
+                cafile=self.ssl_cafile,
+                certfile=self.ssl_certfile,
+                keyfile=self.ssl_keyfile,
+                password=self.ssl_password,
+            )
+        except (OSError, ssl.SSLError) as e:
+            # The message names the file, never the key password.
+            raise ConfigError(
+                f"--ssl-cafile/--ssl-certfile/--ssl-keyfile: cannot load: {e.strerror or e}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Settings(KafkaOptions):
+    """Everything `streamkm serve` needs, validated on construction."""
+
     input_topic: str = _opt("features", "topic of feature records")
     output_topic: str = _opt("labels", "topic the cluster labels go to")
     dlq_topic: str | None = _opt(None, "dead-letter topic (default: <input-topic>.dlq)")
@@ -166,24 +242,13 @@ class Settings:
     frozen: bool = _opt(False, "label with the current model without updating it")
     metrics_host: str = _opt("127.0.0.1", "address of the /metrics endpoint")
     metrics_port: int = _opt(9100, "port of the /metrics endpoint (0 picks a free port)")
-    connect_timeout: float = _opt(15.0, "seconds to wait for the Kafka cluster at start")
     session_timeout: float = _opt(
         10.0, "consumer-group session timeout in seconds (failure detection, rebalance speed)"
     )
-    security_protocol: str = _opt("PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
-    sasl_mechanism: str | None = _opt(None, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
-    sasl_username: str | None = _opt(None, "SASL user name")
-    sasl_password: str | None = _opt(
-        None, "SASL password (prefer STREAMKM_SASL_PASSWORD: flags show in ps)", secret=True
-    )
-    ssl_cafile: str | None = _opt(None, "CA bundle to verify the brokers (PEM)")
-    ssl_certfile: str | None = _opt(None, "client certificate (PEM)")
-    ssl_keyfile: str | None = _opt(None, "client private key (PEM)")
-    ssl_password: str | None = _opt(None, "password of the client private key", secret=True)
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
     def __post_init__(self) -> None:
-        _check_bootstrap(self.bootstrap)
+        super().__post_init__()
         for name in ("input_topic", "output_topic", "dlq_topic", "group", "model"):
             value = getattr(self, name)
             if value is not None and not _is_topic_name(value):
@@ -196,7 +261,7 @@ class Settings:
         self._check_fields()
         _check_positive(self, "k", "dim", "half_life", "refit_every", "refit_interval")
         _check_model_size(self.k, self.feature_dim)
-        _check_positive(self, "max_batch", "warmup", "max_pending", "connect_timeout")
+        _check_positive(self, "max_batch", "warmup", "max_pending")
         _check_positive(self, "max_staleness")
         _check_positive(self, "session_timeout", "snapshot_every")
         _check_positive(self, "anomaly_threshold")
@@ -208,7 +273,6 @@ class Settings:
             )
         _check_port("metrics_port", self.metrics_port, allow_zero=True)
         _check_choice("log_level", self.log_level, LOG_LEVELS)
-        self._check_security()
 
     def _check_fields(self) -> None:
         try:
@@ -240,28 +304,6 @@ class Settings:
         specs = self.field_specs
         return self.dim if specs is None else len(specs)
 
-    def _check_security(self) -> None:
-        _check_choice("security_protocol", self.security_protocol, SECURITY_PROTOCOLS)
-        uses_sasl = self.security_protocol.startswith("SASL_")
-        uses_ssl = self.security_protocol.endswith("SSL")
-        if uses_sasl:
-            if self.sasl_mechanism is None:
-                raise _fail("sasl_mechanism", f"required with {self.security_protocol}")
-            _check_choice("sasl_mechanism", self.sasl_mechanism, SASL_MECHANISMS)
-            for name in ("sasl_username", "sasl_password"):
-                if not getattr(self, name):
-                    raise _fail(name, f"required with {self.security_protocol}")
-        else:
-            for name in ("sasl_mechanism", "sasl_username", "sasl_password"):
-                if getattr(self, name) is not None:
-                    raise _fail(name, "set, but --security-protocol is not SASL_*")
-        if not uses_ssl:
-            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"):
-                if getattr(self, name) is not None:
-                    raise _fail(name, "set, but --security-protocol is not SSL or SASL_SSL")
-        if (self.ssl_keyfile or self.ssl_password) and not self.ssl_certfile:
-            raise _fail("ssl_certfile", "required when --ssl-keyfile or --ssl-password is set")
-
     @property
     def dlq(self) -> str:
         """The dead-letter topic: `--dlq-topic`, or `<input-topic>.dlq`."""
@@ -276,36 +318,6 @@ class Settings:
     def snapshots_topic(self) -> str:
         """The compacted topic of model snapshots."""
         return f"{self.model}.snapshots"
-
-    def kafka_client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for any aiokafka client: bootstrap servers and security."""
-        kwargs: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap,
-            "security_protocol": self.security_protocol,
-        }
-        if self.security_protocol.startswith("SASL_"):
-            kwargs["sasl_mechanism"] = self.sasl_mechanism
-            kwargs["sasl_plain_username"] = self.sasl_username
-            kwargs["sasl_plain_password"] = self.sasl_password
-        if self.security_protocol.endswith("SSL"):
-            kwargs["ssl_context"] = self._ssl_context()
-        return kwargs
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        from aiokafka.helpers import create_ssl_context
-
-        try:
-            return create_ssl_context(
-                cafile=self.ssl_cafile,
-                certfile=self.ssl_certfile,
-                keyfile=self.ssl_keyfile,
-                password=self.ssl_password,
-            )
-        except (OSError, ssl.SSLError) as e:
-            # The message names the file, never the key password.
-            raise ConfigError(
-                f"--ssl-cafile/--ssl-certfile/--ssl-keyfile: cannot load: {e.strerror or e}"
-            ) from None
 
 
 def _is_topic_name(name: str) -> bool:
@@ -392,30 +404,19 @@ class BrokerOptions:
 
 
 @dataclass(frozen=True)
-class ModelOptions:
+class ModelOptions(KafkaOptions):
     """Settings shared by the `streamkm model` commands: where the model's topics live."""
 
-    bootstrap: str = _opt("localhost:9092", "Kafka bootstrap servers, host:port[,host:port]")
     model: str = _opt("streamkm", "model name; its log is <model>.updates and <model>.snapshots")
-    connect_timeout: float = _opt(15.0, "seconds to wait for the Kafka cluster")
-    security_protocol: str = _opt("PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
-    sasl_mechanism: str | None = _opt(None, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
-    sasl_username: str | None = _opt(None, "SASL user name")
-    sasl_password: str | None = _opt(
-        None, "SASL password (prefer STREAMKM_SASL_PASSWORD: flags show in ps)", secret=True
-    )
-    ssl_cafile: str | None = _opt(None, "CA bundle to verify the brokers (PEM)")
-    ssl_certfile: str | None = _opt(None, "client certificate (PEM)")
-    ssl_keyfile: str | None = _opt(None, "client private key (PEM)")
-    ssl_password: str | None = _opt(None, "password of the client private key", secret=True)
-
-    def __post_init__(self) -> None:
-        self.kafka_settings()  # validates the shared options exactly as `serve` does
 
     def kafka_settings(self) -> Settings:
         """The `serve` settings for the same cluster and model (topic names, client arguments)."""
-        shared = {f.name for f in dataclasses.fields(ModelOptions)}
+        shared = {f.name for f in dataclasses.fields(KafkaOptions)} | {"model"}
         return Settings(**{name: getattr(self, name) for name in shared})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.kafka_settings()  # validates the model name exactly as `serve` does
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,19 @@ from aiokafka.errors import KafkaError
 
 from engine import ModelState, Scaler
 
-from .config import ExportOptions, ImportOptions, ModelOptions, Settings, ShowOptions
+from .config import (
+    MAX_DIM,
+    MAX_K,
+    ExportOptions,
+    ImportOptions,
+    ModelOptions,
+    Settings,
+    ShowOptions,
+)
 from .modelfile import EXPORT_FORMATS, CenterFile, ModelFileError, read_centers, write_centers
-from .modellog import open_model
-from .modelmsg import INIT, REPLACE, TYPE_HEADER, ModelParams, ModelReplica, encode_init
+from .modellog import open_model, publish_message
+from .modelmsg import INIT, REPLACE, ModelParams, ModelReplica, encode_init
+from .modelparts import MAX_RECORD_BYTES
 from .snapshots import model_document
 from .topics import (
     BrokerUnreachable,
@@ -94,6 +103,7 @@ async def read_model(settings: Settings, kafka: dict[str, Any]) -> ModelReplica:
 async def import_model(o: ImportOptions) -> str:
     """Publish the file's centres as an `init` (or a `replace`); returns what was done."""
     loaded = read_centers(o.file)  # a bad file is refused before anything touches Kafka
+    _check_size(o.file, loaded)
     s = o.kafka_settings()
     kafka = s.kafka_client_kwargs()
     await _connect(s, o.connect_timeout)
@@ -142,6 +152,16 @@ async def import_model(o: ImportOptions) -> str:
         f"{verb} model {s.model!r}: {k} centres of d={d} ({_schema_words(params)}) from {o.file}, "
         f"version {version} (updates offset {offset})"
     )
+
+
+def _check_size(file: str, loaded: CenterFile) -> None:
+    """Refuse a model larger than any streamkm serves (`serve` refuses such --k and --dim)."""
+    k, d = loaded.centers.shape
+    if k > MAX_K or d > MAX_DIM:
+        raise ModelFileError(
+            f"{file}: {k} centres of d={d}; streamkm serves models of at most k={MAX_K} centres "
+            f"of d={MAX_DIM}"
+        )
 
 
 def _schema(
@@ -223,19 +243,16 @@ async def _publish(
     params: ModelParams,
     origin: str,
 ) -> int:
-    """Append an init or replace record to the updates log; returns its offset."""
-    producer = AIOKafkaProducer(**kafka, acks="all", max_request_size=16 * 1024 * 1024)
+    """Append an init or replace message to the updates log (in parts if large); returns the
+    offset it takes effect at."""
+    producer = AIOKafkaProducer(**kafka, acks="all", max_request_size=MAX_RECORD_BYTES)
     await producer.start()
     try:
-        meta = await producer.send_and_wait(
-            s.updates_topic,
-            value=encode_init(state, params, origin),
-            partition=0,
-            headers=[(TYPE_HEADER, kind.encode())],
+        return await publish_message(
+            producer, s.updates_topic, kind, encode_init(state, params, origin)
         )
     finally:
         await producer.stop()
-    return int(meta.offset)
 
 
 def _who() -> str:

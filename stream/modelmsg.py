@@ -3,18 +3,21 @@
 Pure code, no Kafka: every instance feeds the log's records, in order, to a `ModelReplica`, and
 all replicas hold bit-identical state at the same log offset.
 
-Wire format: the Kafka header `streamkm.type` says `init`, `replace` or `stats`; the value is
+Wire format: the Kafka header `streamkm.type` says `init`, `replace` or `stats`; the body is
 - init:    4-byte little-endian length L, L bytes of JSON parameters
            ({"k", "d", "half_life", "reseed_fraction", "fields", "scale", "origin"}), then a
            serialised ModelState (with its scaler when "scale" is "standard");
 - replace: the same body as an init (`streamkm model import --replace`);
 - stats:   a serialised engine.BatchStats.
+A body larger than one Kafka record is split across several (stream/modelparts.py) and applied
+at the offset of its last part.
 
-Snapshots (`<model>.snapshots`, compacted, key = model name) hold the state a replica reached and
-the updates-log offset it covers: 4 bytes `SKSN`, a format byte, 3 reserved bytes, the next
-updates offset (u64 little-endian), then the body of an `init` record (parameters and state)
-whose JSON also carries `"history"`: the replica's ModelHistory, so that `model show` and
-`/model` list re-seeds and replaces from before the snapshot.
+Snapshots (`<model>.snapshots`, compacted) hold the state a replica reached and the updates-log
+offset it covers: 4 bytes `SKSN`, a format byte, 3 reserved bytes, the next updates offset (u64
+little-endian), then the body of an `init` record (parameters and state) whose JSON also carries
+`"history"`: the replica's ModelHistory, so that `model show` and `/model` list re-seeds and
+replaces from before the snapshot. Format 2, written only while split messages are half read,
+puts their parts between the two: a u64 length P, then P bytes of `encode_pending`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,16 @@ import orjson
 from engine import BatchStats, ModelState, StateFormatError, StatsFormatError, apply_update
 from engine.update import DEFAULT_RESEED_FRACTION, UpdateResult
 
+from .modelparts import (
+    Part,
+    PartAssembler,
+    PartError,
+    PendingMessage,
+    decode_pending,
+    encode_pending,
+    read_part,
+)
+
 log = logging.getLogger("streamkm.model")
 
 TYPE_HEADER = "streamkm.type"
@@ -40,6 +53,7 @@ STATS = "stats"
 RESEED = "reseed"  # an event kind only, never a record type
 _LEN = struct.Struct("<I")
 _SNAPSHOT = struct.Struct("<4sBxxxQ")
+_PENDING_LEN = struct.Struct("<Q")
 _SNAPSHOT_MAGIC = b"SKSN"
 # Re-seeds and replaces are rare; the last 100 say enough about label stability.
 HISTORY_LENGTH = 100
@@ -204,11 +218,17 @@ class Snapshot:
     next_offset: int  # the updates-log offset after the last record the state includes
     origin: str = ""
     history: ModelHistory = ModelHistory()
+    # Split messages begun before next_offset and not finished: the replica's parts of them.
+    pending: tuple[PendingMessage, ...] = ()
 
 
 def encode_snapshot(snapshot: Snapshot) -> bytes:
-    """Value of a `<model>.snapshots` record."""
-    header = _SNAPSHOT.pack(_SNAPSHOT_MAGIC, 1, snapshot.next_offset)
+    """The snapshot as bytes (format 1, or 2 when it holds parts of unfinished messages)."""
+    fmt = 2 if snapshot.pending else 1
+    header = _SNAPSHOT.pack(_SNAPSHOT_MAGIC, fmt, snapshot.next_offset)
+    if snapshot.pending:
+        pending = encode_pending(snapshot.pending)
+        header += _PENDING_LEN.pack(len(pending)) + pending
     extra = {"history": snapshot.history.to_json()}
     return header + encode_init(snapshot.state, snapshot.params, snapshot.origin, extra)
 
@@ -218,13 +238,23 @@ def decode_snapshot(value: bytes) -> Snapshot:
     if len(value) < _SNAPSHOT.size:
         raise ModelMessageError(f"snapshot too short ({len(value)} bytes)")
     magic, fmt, next_offset = _SNAPSHOT.unpack_from(value)
-    if magic != _SNAPSHOT_MAGIC or fmt != 1:
+    if magic != _SNAPSHOT_MAGIC or fmt not in (1, 2):
         raise ModelMessageError("not a streamkm snapshot (bad magic or format)")
-    params, state, meta = _decode_body(value[_SNAPSHOT.size :])
+    start = _SNAPSHOT.size
+    pending: tuple[PendingMessage, ...] = ()
+    if fmt == 2:
+        try:
+            (size,) = _PENDING_LEN.unpack_from(value, start)
+            start += _PENDING_LEN.size
+            pending = decode_pending(value[start : start + size])
+        except (struct.error, PartError) as exc:
+            raise ModelMessageError(f"undecodable snapshot: {exc}") from exc
+        start += size
+    params, state, meta = _decode_body(value[start:])
     history = meta.get("history")
     # Snapshots written before histories existed have none: start an empty one.
     hist = ModelHistory() if history is None else ModelHistory.from_json(history)
-    return Snapshot(params, state, int(next_offset), str(meta.get("origin", "")), hist)
+    return Snapshot(params, state, int(next_offset), str(meta.get("origin", "")), hist, pending)
 
 
 def message_type(headers: object) -> str | None:
@@ -251,7 +281,8 @@ class ModelReplica:
     ones are ignored; a `replace` swaps parameters and state for its own (any k and d; it
     creates the model if there is none); `stats` before the model exists, or of another shape
     (such as those labeled with the centres a replace just swapped out), are ignored; anything
-    undecodable is skipped with a warning. The version is the number of records applied.
+    undecodable is skipped with a warning. A message split across records is applied at its
+    last part (stream/modelparts.py). The version is the number of messages applied.
     """
 
     def __init__(self) -> None:
@@ -263,12 +294,14 @@ class ModelReplica:
         self.reseeds = 0  # clusters re-seeded in total
         self.replaces = 0  # replace records applied in total
         self.base_offset: int | None = None  # the init or replace the centres descend from
+        self._parts = PartAssembler()
 
     def restore(self, snapshot: Snapshot) -> None:
         """Start from a snapshot instead of the beginning of the log."""
         self.params = snapshot.params
         self.state = snapshot.state
         self.next_offset = snapshot.next_offset
+        self._parts = PartAssembler(snapshot.pending)
         h = snapshot.history
         self.events = deque(h.events, maxlen=HISTORY_LENGTH)
         self.reseeds, self.replaces = h.reseeds, h.replaces
@@ -284,7 +317,19 @@ class ModelReplica:
         """The current model as a snapshot (raises if the model does not exist yet)."""
         if self.state is None or self.params is None:
             raise RuntimeError("the model has no init yet")
-        return Snapshot(self.params, self.state, self.next_offset, origin, self.history())
+        return Snapshot(
+            self.params,
+            self.state,
+            self.next_offset,
+            origin,
+            self.history(),
+            self._parts.pending(),
+        )
+
+    @property
+    def pending_parts(self) -> int:
+        """Parts held of split messages not yet complete."""
+        return sum(len(p.parts) for p in self._parts.pending())
 
     @property
     def ready(self) -> bool:
@@ -296,15 +341,39 @@ class ModelReplica:
         """Model messages applied so far."""
         return 0 if self.state is None else self.state.version
 
-    def apply(
-        self, offset: int, kind: str | None, value: bytes | None, timestamp_ms: int | None = None
+    def apply_record(
+        self, offset: int, headers: object, value: bytes | None, timestamp_ms: int | None = None
     ) -> AppliedUpdate | None:
-        """Apply the log record at `offset`; returns what it did, or None if it was ignored."""
+        """Apply the log record at `offset` as Kafka returned it, headers and all."""
+        try:
+            part = read_part(headers)  # type: ignore[arg-type]
+        except PartError as exc:
+            if offset >= self.next_offset:
+                log.warning("skipping updates-log record at offset %d: %s", offset, exc)
+                self._advance(offset)
+            return None
+        return self.apply(offset, message_type(headers), value, timestamp_ms, part)
+
+    def apply(
+        self,
+        offset: int,
+        kind: str | None,
+        value: bytes | None,
+        timestamp_ms: int | None = None,
+        part: Part | None = None,
+    ) -> AppliedUpdate | None:
+        """Apply the log record at `offset` (a whole message, or `part` of one); returns what
+        it did, or None if it was ignored or its message is not complete yet."""
         if offset < self.next_offset:
             return None  # already applied (a re-read after a seek)
-        self.next_offset = offset + 1
+        self._advance(offset)
         at = None if timestamp_ms is None else timestamp_ms / 1000.0
         try:
+            if part is not None:
+                body = self._parts.add(offset, kind, part, value or b"")
+                if body is None:
+                    return None
+                value = body
             applied = self._apply(kind, value or b"", offset, at)
         except (ModelMessageError, StatsFormatError, StateFormatError, ValueError) as exc:
             log.warning("skipping updates-log record at offset %d: %s", offset, exc)
@@ -315,6 +384,11 @@ class ModelReplica:
             if applied.event is not None:
                 self.events.append(applied.event)
         return applied
+
+    def _advance(self, offset: int) -> None:
+        """Move past the record at `offset`: every record counts for the crash rule."""
+        self.next_offset = offset + 1
+        self._parts.evict(offset)
 
     def _apply(
         self, kind: str | None, value: bytes, offset: int, at: float | None

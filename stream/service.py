@@ -44,6 +44,7 @@ from .fetch import UnreadableBatchError, fetch
 from .fields import decode_events, parse_path, schema_texts
 from .modellog import UpdateLog, open_model, publish_init, publish_stats
 from .modelmsg import INIT, REPLACE, AppliedUpdate, ModelParams, ModelReplica
+from .modelparts import MessageTooLarge
 from .output import output_partitions, send_labels, send_rejects
 from .snapshots import SnapshotWriter, model_document
 from .topics import (
@@ -888,7 +889,14 @@ def run_service(settings: Settings) -> int:
     tune_gc()
     try:
         service = asyncio.run(serve(settings))
-    except (BrokerUnreachable, MetricsPortInUseError, TopicError, SchemaMismatch) as exc:
+    except (
+        BrokerUnreachable,
+        MetricsPortInUseError,
+        TopicError,
+        SchemaMismatch,
+        MessageTooLarge,
+    ) as exc:
+        # MessageTooLarge: a dimension learnt from records far wider than --dim allows.
         print(f"streamkm serve: {exc}", file=sys.stderr)
         return 2
     except UnreadableBatchError:

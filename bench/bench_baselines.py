@@ -44,9 +44,9 @@ from bench_service import DIM, PARTITIONS, K, drain, latency, versions  # bench/
 from report import BENCHMARKS, machine_facts, write_section  # bench/report.py
 
 from engine import warmup
+from model.topics import TopicSpec, ensure_topics
 from stream.broker import EmbeddedBroker
 from stream.produce import produce_blobs
-from stream.topics import TopicSpec, ensure_topics
 
 RESULTS = BENCHMARKS.parent / "bench-results.json"
 CONTENDERS = ("streamkm", "batched", "per-record", "consume ceiling", "produce ceiling")

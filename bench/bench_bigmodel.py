@@ -39,11 +39,11 @@ from bench_service import serve_gc  # bench/bench_service.py
 from report import BENCHMARKS, machine_facts, write_section  # bench/report.py
 
 from engine import ModelState, model_batch_stats, warmup
+from model.log import open_model, publish_message
+from model.messages import STATS, ModelReplica, encode_snapshot, message_type
+from model.parts import read_part
 from stream.broker import EmbeddedBroker
 from stream.config import Settings
-from stream.modellog import open_model, publish_message
-from stream.modelmsg import STATS, ModelReplica, encode_snapshot, message_type
-from stream.modelparts import read_part
 from stream.produce import produce_blobs
 from stream.service import Service
 

@@ -28,11 +28,11 @@ from bench_service import serve_gc  # bench/bench_service.py
 from report import BENCHMARKS, machine_facts, write_section  # bench/report.py
 
 from engine import warmup
+from model.topics import TopicSpec, ensure_topics
 from stream.broker import EmbeddedBroker
 from stream.config import Settings
 from stream.produce import BlobStream, encode_block, produce_blobs
 from stream.service import Service
-from stream.topics import TopicSpec, ensure_topics
 from stream.transactions import TRANSACTION_FIELDS, TransactionStream, encode_transactions
 
 K, DIM, PARTITIONS, MAX_BATCH = 8, 8, 4, 4096

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine_facts, write_section
 
 from engine import ModelState, batch_stats
-from stream.modelmsg import INIT, STATS, ModelParams, ModelReplica, encode_init
+from model.messages import INIT, STATS, ModelParams, ModelReplica, encode_init
 
 SHAPES = [(8, 8), (32, 16), (128, 64), (1024, 128)]
 

@@ -74,7 +74,7 @@ class _Topics:
         self.broker = broker
 
     async def __call__(self, partitions: int = 1) -> str:
-        from stream.topics import TopicSpec, ensure_topics
+        from model.topics import TopicSpec, ensure_topics
 
         name = f"d-{uuid.uuid4().hex[:8]}"
         kwargs = {"bootstrap_servers": self.broker.bootstrap}

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
+from model.topics import partition_count
 from stream.produce import BlobStream, encode_block, murmur2_partitions
-from stream.topics import partition_count
 
 # Build cost per record, taken generously, to put the start after the build (seconds).
 _BUILD_S_PER_RECORD = 20e-6

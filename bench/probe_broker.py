@@ -17,8 +17,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from model.topics import TopicSpec, ensure_topics, partition_count
 from stream.broker import EmbeddedBroker
-from stream.topics import TopicSpec, ensure_topics, partition_count
 
 
 def _name(prefix: str) -> str:

@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
+from model.fields import json_type, path_value
+
 __all__ = [
     "INPUT_FORMATS",
     "MAX_VALUE_BYTES",
@@ -108,13 +110,6 @@ def _decode_json(
         rejects,
         X.shape[1] if keep.size else dim,
     )
-
-
-def path_value(obj: Any, path: tuple[str, ...]) -> Any:
-    """The value at a dotted path of a JSON object, or None where the path does not lead."""
-    for key in path:
-        obj = obj.get(key) if type(obj) is dict else None
-    return obj
 
 
 class _Unparsed:
@@ -280,20 +275,6 @@ def _to_f32(row: list[float | int]) -> np.ndarray | None:
         return None
     with np.errstate(over="ignore"):
         return a.astype(np.float32)
-
-
-def json_type(x: Any) -> str:
-    if x is None:
-        return "null"
-    if type(x) is bool:
-        return "a boolean"
-    if type(x) is str:
-        return "a string"
-    if type(x) is dict:
-        return "an object"
-    if type(x) is list:
-        return "an array"
-    return "a number"
 
 
 def _non_finite_message(x: np.ndarray | None) -> str:

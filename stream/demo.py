@@ -35,13 +35,13 @@ from aiokafka.structs import ConsumerRecord
 
 from engine import warmup
 from metrics import MetricsPortInUseError, MetricsServer, ServiceMetrics, histogram_quantile
+from model.topics import BrokerUnreachable, TopicError, TopicSpec, ensure_topics, partition_count
 
 from .broker import BrokerError, EmbeddedBroker
 from .config import DemoOptions, Settings
 from .produce import BlobStream, ProduceReport, produce_blobs, produce_transactions
 from .quality import adjusted_rand_index, precision_at_top, roc_auc
 from .service import Service, tune_gc
-from .topics import BrokerUnreachable, TopicError, TopicSpec, ensure_topics, partition_count
 from .transactions import TRANSACTION_FIELDS, TransactionStream, transaction_numbers
 
 __all__ = ["DemoResult", "FraudRanking", "run_demo"]

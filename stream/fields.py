@@ -1,107 +1,21 @@
-"""Named fields of JSON events -> feature vectors (DESIGN.md §7): the `--fields` spec and its decoder.
+"""Named-field events on the data path: record values -> a DecodedBatch (DESIGN.md §7).
 
-`--fields amount:log1p,merchant.risk,hour,card_present` takes each dotted PATH from the event
-object, numbers as they are and booleans as 1/0, then applies the optional TRANSFORM. A record
-that lacks a field, holds a non-number there or falls outside a transform's domain becomes one
-`Reject` (`missing_field`, `not_numeric`, `out_of_domain`) naming the path; the rest of the
-batch is decoded column by column with one NumPy call per field.
+The field spec, its transforms and the object -> row extraction are the model's schema and live
+in `model.fields`, shared with the request path; this module adds what the data path needs: bytes
+parsed a batch at a time, and every failure as a `Reject` for the dead-letter topic.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
-from .codec import (
-    MAX_VALUE_BYTES,
-    UNPARSED,
-    DecodedBatch,
-    Reject,
-    json_type,
-    parse_all,
-    path_value,
-)
+from model.fields import FieldSpec, field_rows, ids_at, json_type
 
-__all__ = ["TRANSFORMS", "FieldSpec", "decode_events", "parse_fields", "parse_path", "schema_texts"]
+from .codec import MAX_VALUE_BYTES, UNPARSED, DecodedBatch, Reject, parse_all
 
-
-def _log1p_domain(x: np.ndarray) -> np.ndarray:
-    return x > -1.0
-
-
-def _sqrt_domain(x: np.ndarray) -> np.ndarray:
-    return x >= 0.0
-
-
-def _log_domain(x: np.ndarray) -> np.ndarray:
-    return x > 0.0
-
-
-# name -> (function on float64 arrays, domain mask, domain in words)
-TRANSFORMS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[..., Any], str]] = {
-    "log1p": (np.log1p, _log1p_domain, "a value > -1"),
-    "log": (np.log, _log_domain, "a value > 0"),
-    "sqrt": (np.sqrt, _sqrt_domain, "a value >= 0"),
-}
-
-_KEY = re.compile(r"^[^.:,\s]+$")
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    """One feature: a dotted path into the event object and an optional transform."""
-
-    path: tuple[str, ...]
-    transform: str | None = None
-
-    @property
-    def name(self) -> str:
-        """The dotted path, as written in `--fields`."""
-        return ".".join(self.path)
-
-    @property
-    def text(self) -> str:
-        """`path[:transform]`, the form the model's schema stores."""
-        return self.name if self.transform is None else f"{self.name}:{self.transform}"
-
-
-def parse_path(text: str) -> tuple[str, ...]:
-    """`card.age_days` -> ("card", "age_days"); ValueError on an empty or malformed path."""
-    parts = tuple(text.strip().split("."))
-    if not text.strip() or not all(_KEY.match(p) for p in parts):
-        raise ValueError(f"{text!r} is not a dotted field path such as amount or card.age_days")
-    return parts
-
-
-def parse_fields(spec: str) -> tuple[FieldSpec, ...]:
-    """Parse `PATH[:TRANSFORM],...`; ValueError with a message that says what to fix."""
-    out: list[FieldSpec] = []
-    for item in spec.split(","):
-        path_text, _, transform = item.strip().partition(":")
-        path = parse_path(path_text)
-        if transform and transform not in TRANSFORMS:
-            raise ValueError(
-                f"{item.strip()!r}: unknown transform {transform!r}; "
-                f"expected one of {', '.join(TRANSFORMS)}"
-            )
-        out.append(FieldSpec(path, transform or None))
-    names = [f.name for f in out]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ValueError(f"field {dup[0]!r} is named more than once")
-    return tuple(out)
-
-
-def schema_texts(fields: Sequence[FieldSpec] | None) -> list[str] | None:
-    """The fields as the model's schema stores them (None: the event carries a vector)."""
-    return None if fields is None else [f.text for f in fields]
-
-
-# --- decoding -------------------------------------------------------------------------------
+__all__ = ["decode_events"]
 
 
 def decode_events(
@@ -124,143 +38,12 @@ def decode_events(
             if o is not UNPARSED and type(o) is not dict
         )
     objs = [parsed[i] for i in good]
-    A = _fast_columns(objs, fields)
-    row_ok = np.ones(len(objs), bool)
-    if A is None:
-        A = _slow_columns(objs, fields, good, rejects, row_ok)
-    A = _transform(A, fields, good, rejects, row_ok)
-    with np.errstate(over="ignore", invalid="ignore"):
-        X = A.astype(np.float32)
-    finite = np.isfinite(X).all(axis=1)
-    for j in np.flatnonzero(row_ok & ~finite).tolist():
-        bad = int(np.flatnonzero(~np.isfinite(X[j]))[0])
-        rejects.append(
-            Reject(
-                good[j],
-                "non_finite",
-                f"field {fields[bad].text!r} is not finite (NaN, infinity, or beyond float32)",
-            )
-        )
-    row_ok &= finite
-    keep = np.flatnonzero(row_ok)
-    ids = _ids(objs, id_path)
+    problems: list[tuple[int, str, str]] = []
+    X, keep = field_rows(objs, fields, good, problems)
+    rejects.extend(Reject(*p) for p in problems)
+    ids = ids_at(objs, id_path)
     if len(keep) < len(objs):
-        X = np.ascontiguousarray(X[keep])
         ids = [ids[j] for j in keep.tolist()]
     rejects.sort()
     index = np.asarray(good, dtype=np.int64)[keep]
     return DecodedBatch(X, index, ids, rejects, len(fields))
-
-
-def _column(objs: list[dict[str, Any]], path: tuple[str, ...]) -> list[Any]:
-    """The value at `path` of every object; KeyError or TypeError when any lacks it."""
-    if len(path) == 1:
-        (a,) = path
-        return [o[a] for o in objs]
-    if len(path) == 2:
-        a, b = path
-        return [o[a][b] for o in objs]
-    out = []
-    for o in objs:
-        v: Any = o
-        for key in path:
-            v = v[key]
-        out.append(v)
-    return out
-
-
-def _fast_columns(objs: list[dict[str, Any]], fields: Sequence[FieldSpec]) -> np.ndarray | None:
-    """All fields of all objects with one NumPy call per field; None when any needs a closer look."""
-    A = np.empty((len(objs), len(fields)), np.float64)
-    for t, f in enumerate(fields):
-        try:
-            # Let NumPy infer the dtype: a string, null or object shows up as a non-numeric dtype
-            # instead of being silently converted (np.array(["1.5"], float) would parse it).
-            col = np.array(_column(objs, f.path))
-        except (KeyError, TypeError, IndexError, ValueError, OverflowError):
-            return None
-        if col.ndim != 1 or col.dtype.kind not in "biuf":
-            return None
-        A[:, t] = col
-    return A
-
-
-def _slow_columns(
-    objs: list[dict[str, Any]],
-    fields: Sequence[FieldSpec],
-    good: list[int],
-    rejects: list[Reject],
-    row_ok: np.ndarray,
-) -> np.ndarray:
-    """Record by record: the first problem of each bad record becomes its Reject."""
-    A = np.zeros((len(objs), len(fields)), np.float64)
-    for j, o in enumerate(objs):
-        for t, f in enumerate(fields):
-            value, problem = _lookup(o, f)
-            if problem is not None:
-                rejects.append(Reject(good[j], *problem))
-                row_ok[j] = False
-                break
-            A[j, t] = value
-    return A
-
-
-def _lookup(obj: dict[str, Any], f: FieldSpec) -> tuple[float, tuple[str, str] | None]:
-    v: Any = obj
-    for depth, key in enumerate(f.path):
-        if type(v) is not dict or key not in v:
-            where = ".".join(f.path[:depth]) or "the event"
-            if type(v) is not dict:
-                return 0.0, (
-                    "missing_field",
-                    f"field {f.name!r} is missing ({where} is {json_type(v)})",
-                )
-            return 0.0, ("missing_field", f"field {f.name!r} is missing")
-        v = v[key]
-    t = type(v)
-    if t is bool:
-        return float(v), None
-    if t is int or t is float:
-        try:
-            return float(v), None
-        except OverflowError:
-            return float("inf"), None
-    return 0.0, (
-        "not_numeric",
-        f"field {f.name!r} is {json_type(v)}; expected a number or a boolean",
-    )
-
-
-def _transform(
-    A: np.ndarray,
-    fields: Sequence[FieldSpec],
-    good: list[int],
-    rejects: list[Reject],
-    row_ok: np.ndarray,
-) -> np.ndarray:
-    """Apply each field's transform; values outside its domain reject their record."""
-    for t, f in enumerate(fields):
-        if f.transform is None:
-            continue
-        fn, domain, words = TRANSFORMS[f.transform]
-        col = A[:, t]
-        inside = domain(col) | np.isnan(col)  # NaN is reported as non-finite, not out of domain
-        for j in np.flatnonzero(row_ok & ~inside).tolist():
-            rejects.append(
-                Reject(
-                    good[j],
-                    "out_of_domain",
-                    f"{f.transform} of field {f.name!r} needs {words}, got {float(col[j])!r}",
-                )
-            )
-            row_ok[j] = False
-        with np.errstate(invalid="ignore", divide="ignore"):
-            A[:, t] = np.where(inside, fn(np.where(inside, col, 1.0)), col)
-    return A
-
-
-def _ids(objs: list[dict[str, Any]], path: tuple[str, ...]) -> list[Any]:
-    if len(path) == 1:
-        (a,) = path
-        return [o.get(a) for o in objs]
-    return [path_value(o, path) for o in objs]

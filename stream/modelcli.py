@@ -25,28 +25,27 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from engine import ModelState, Scaler
-
-from .config import (
-    MAX_DIM,
-    MAX_K,
-    ExportOptions,
-    ImportOptions,
-    ModelOptions,
-    Settings,
-    ShowOptions,
-)
-from .modelfile import EXPORT_FORMATS, CenterFile, ModelFileError, read_centers, write_centers
-from .modellog import open_model, publish_message
-from .modelmsg import INIT, REPLACE, ModelParams, ModelReplica, encode_init
-from .modelparts import MAX_RECORD_BYTES
-from .snapshots import model_document
-from .topics import (
+from model.files import EXPORT_FORMATS, CenterFile, ModelFileError, read_centers, write_centers
+from model.log import open_model, publish_message
+from model.messages import INIT, REPLACE, ModelParams, ModelReplica, encode_init
+from model.options import MAX_DIM, MAX_K
+from model.parts import MAX_RECORD_BYTES
+from model.snapshots import model_document
+from model.topics import (
     BrokerUnreachable,
     TopicError,
     TopicSpec,
     ensure_topics,
     partition_count,
     wait_for_broker,
+)
+
+from .config import (
+    ExportOptions,
+    ImportOptions,
+    ModelOptions,
+    Settings,
+    ShowOptions,
 )
 
 __all__ = ["ModelExists", "NoModel", "read_model", "run_model"]

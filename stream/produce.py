@@ -27,8 +27,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from stream.codec import encode_f32, encode_json_records
-from stream.topics import (
+from model.topics import (
     BrokerUnreachable,
     TopicSpec,
     client_config,
@@ -36,6 +35,7 @@ from stream.topics import (
     partition_count,
     wait_for_broker,
 )
+from stream.codec import encode_f32, encode_json_records
 from stream.transactions import (
     FRAUD_SHARE,
     TRANSACTION_FIELDS,

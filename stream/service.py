@@ -35,19 +35,12 @@ from engine import (
     warmup,
 )
 from metrics import MetricsPortInUseError, MetricsServer, ServiceMetrics
-
-from .batches import Fetched, Sent, ignore_outcome, mark_acked, partition_offsets
-from .codec import DecodedBatch, decode_batch, encode_labels
-from .commits import Committer
-from .config import Settings
-from .fetch import UnreadableBatchError, fetch
-from .fields import decode_events, parse_path, schema_texts
-from .modellog import UpdateLog, open_model, publish_init, publish_stats
-from .modelmsg import INIT, REPLACE, AppliedUpdate, ModelParams, ModelReplica
-from .modelparts import MessageTooLarge
-from .output import output_partitions, send_labels, send_rejects
-from .snapshots import SnapshotWriter, model_document
-from .topics import (
+from model.fields import parse_path, schema_texts
+from model.log import UpdateLog, open_model, publish_init, publish_stats
+from model.messages import INIT, REPLACE, AppliedUpdate, ModelParams, ModelReplica
+from model.parts import MessageTooLarge
+from model.snapshots import SnapshotWriter, model_document
+from model.topics import (
     BrokerUnreachable,
     TopicError,
     TopicSpec,
@@ -55,6 +48,14 @@ from .topics import (
     partition_count,
     wait_for_broker,
 )
+
+from .batches import Fetched, Sent, ignore_outcome, mark_acked, partition_offsets
+from .codec import DecodedBatch, decode_batch, encode_labels
+from .commits import Committer
+from .config import Settings
+from .fetch import UnreadableBatchError, fetch
+from .fields import decode_events
+from .output import output_partitions, send_labels, send_rejects
 
 log = logging.getLogger("streamkm.service")
 

@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 from kafka_helpers import unique_name
 
+from model.topics import TopicSpec, ensure_topics
 from stream.broker import EmbeddedBroker
-from stream.topics import TopicSpec, ensure_topics
 
 NewTopic = Callable[..., Awaitable[str]]
 

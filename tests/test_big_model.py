@@ -22,8 +22,7 @@ from kafka_helpers import unique_name
 from serve_process import ServeProcess
 
 from engine import BatchStats, ModelState, batch_stats
-from stream.cli import main
-from stream.modellog import (
+from model.log import (
     OFFSET_HEADER,
     SNAPSHOT,
     UpdateLog,
@@ -35,10 +34,11 @@ from stream.modellog import (
     scan_snapshots,
     send_alone,
 )
-from stream.modelmsg import STATS, ModelParams, ModelReplica, Snapshot, encode_snapshot
-from stream.modelparts import MAX_RECORD_BYTES, SPLIT_HEADER, Part, part_headers, split_body
+from model.messages import STATS, ModelParams, ModelReplica, Snapshot, encode_snapshot
+from model.parts import MAX_RECORD_BYTES, SPLIT_HEADER, Part, part_headers, split_body
+from model.snapshots import SnapshotWriter
+from stream.cli import main
 from stream.produce import produce_blobs
-from stream.snapshots import SnapshotWriter
 
 K, D = 600, 1024
 

@@ -17,8 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from kafka_helpers import Rec, consume_records, produce_records, unique_name
 
-from stream.broker import BrokerError, EmbeddedBroker, answers_metadata, run_broker
-from stream.topics import (
+from model.topics import (
     BrokerUnreachable,
     TopicError,
     TopicSpec,
@@ -26,6 +25,7 @@ from stream.topics import (
     partition_count,
     wait_for_broker,
 )
+from stream.broker import BrokerError, EmbeddedBroker, answers_metadata, run_broker
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.fields import decode_events, parse_fields
+from model.fields import parse_fields
+from stream.fields import decode_events
 
 FIELDS = parse_fields("amount:log1p,merchant.risk,hour,card_present")
 GOOD = {

@@ -23,8 +23,7 @@ from serve_process import ServeProcess
 from sklearn.cluster import KMeans
 
 from engine import ModelState, batch_stats
-from stream.cli import main
-from stream.modelmsg import (
+from model.messages import (
     INIT,
     REPLACE,
     RESEED,
@@ -36,7 +35,8 @@ from stream.modelmsg import (
     encode_init,
     encode_snapshot,
 )
-from stream.topics import TopicSpec, ensure_topics
+from model.topics import TopicSpec, ensure_topics
+from stream.cli import main
 
 # --- the replica's rules for `replace` (pure, no Kafka) -------------------------------------
 

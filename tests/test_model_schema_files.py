@@ -27,11 +27,11 @@ from test_service import running, settings_for, wait_labeled
 
 from engine import Scaler
 from engine.scaling import feature_m2
+from model.files import ModelFileError, exact_scaler, read_centers, write_centers
+from model.topics import TopicSpec, ensure_topics
 from stream.cli import main
 from stream.config import ExportOptions, ImportOptions, ShowOptions
 from stream.modelcli import export_model, import_model, show_model
-from stream.modelfile import ModelFileError, exact_scaler, read_centers, write_centers
-from stream.topics import TopicSpec, ensure_topics
 
 # --- files: fields and scaler, written and read back ------------------------------------------
 

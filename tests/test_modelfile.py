@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.modelfile import ModelFileError, read_centers, write_centers
+from model.files import ModelFileError, read_centers, write_centers
 
 CENTERS = [[0.0, 1.5], [-2.25, 3.0], [1e-3, 7.0]]
 

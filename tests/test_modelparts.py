@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import stream.modelparts as modelparts
+import model.parts as modelparts
 from engine import ModelState, batch_stats
-from stream.modelmsg import (
+from model.messages import (
     INIT,
     STATS,
     TYPE_HEADER,
@@ -25,7 +25,7 @@ from stream.modelmsg import (
     encode_init,
     encode_snapshot,
 )
-from stream.modelparts import (
+from model.parts import (
     MAX_PARTS,
     PART_BYTES,
     MessageTooLarge,

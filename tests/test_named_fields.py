@@ -16,7 +16,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.preprocessing import StandardScaler
 from test_service import running, settings_for, wait_labeled
 
-from stream.codec import path_value
+from model.fields import path_value
 
 pytestmark = pytest.mark.integration
 

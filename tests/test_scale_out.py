@@ -15,7 +15,7 @@ from kafka_helpers import consume_records, unique_name
 from serve_process import ServeProcess
 
 from engine import BatchStats
-from stream.modelmsg import STATS, message_type
+from model.messages import STATS, message_type
 from stream.produce import produce_blobs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

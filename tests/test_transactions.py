@@ -12,7 +12,8 @@ import orjson
 import pytest
 from kafka_helpers import consume_records, unique_name
 
-from stream.fields import decode_events, parse_fields
+from model.fields import parse_fields
+from stream.fields import decode_events
 from stream.produce import produce_transactions, run_produce
 from stream.transactions import (
     BAD_REASONS,

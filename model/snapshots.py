@@ -23,9 +23,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from .modelfile import scaler_json
-from .modellog import SnapshotParts, publish_snapshot, scan_snapshots, tombstone
-from .modelmsg import ModelReplica
+from .files import scaler_json
+from .log import SnapshotParts, publish_snapshot, scan_snapshots, tombstone
+from .messages import ModelReplica
 
 log = logging.getLogger("streamkm.snapshots")
 

@@ -34,7 +34,7 @@ import orjson
 from engine import BatchStats, ModelState, StateFormatError, StatsFormatError, apply_update
 from engine.update import DEFAULT_RESEED_FRACTION, UpdateResult
 
-from .modelparts import (
+from .parts import (
     Part,
     PartAssembler,
     PartError,

@@ -15,7 +15,7 @@ from aiokafka.structs import RecordMetadata
 
 from engine import BatchStats, ModelState
 
-from .modelmsg import (
+from .messages import (
     INIT,
     STATS,
     TYPE_HEADER,
@@ -28,7 +28,7 @@ from .modelmsg import (
     encode_init,
     encode_snapshot,
 )
-from .modelparts import (
+from .parts import (
     PART_BYTES,
     Part,
     PartError,

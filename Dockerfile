@@ -11,7 +11,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY engine/ engine/
 COPY metrics/ metrics/
+COPY model/ model/
 COPY stream/ stream/
+COPY api/ api/
 RUN pip install . && rm -rf /src
 
 RUN useradd --system --uid 10001 --home-dir /home/streamkm --create-home streamkm

@@ -5,7 +5,15 @@ from .kernels import assign
 from .kmeans import KMeans
 from .scaling import Scaler
 from .state import ModelState, StateFormatError
-from .stats import BatchStats, StatsFormatError, batch_stats, model_batch_stats, scaled_batch_stats
+from .stats import (
+    BatchStats,
+    StatsFormatError,
+    batch_stats,
+    model_assign,
+    model_batch_stats,
+    model_centers,
+    scaled_batch_stats,
+)
 from .streaming import StreamingKMeans
 from .update import UpdateResult, anomaly_scores, apply_update, decay_factor
 from .warmup import warmup
@@ -25,7 +33,9 @@ __all__ = [
     "batch_stats",
     "decay_factor",
     "kmeans_plusplus",
+    "model_assign",
     "model_batch_stats",
+    "model_centers",
     "random_init",
     "scaled_batch_stats",
     "warmup",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from .kernels import assign_stats
+from .kernels import assign, assign_stats
 from .scaling import Scaler, feature_m2
 from .state import ModelState
 
@@ -270,3 +270,24 @@ def model_batch_stats(
     if state.scaler is None:
         return batch_stats(X, state.centers)
     return scaled_batch_stats(X, state.centers, state.scaler)
+
+
+def model_centers(state: ModelState) -> np.ndarray:
+    """The centres in the units the model measures distances in (standardized or original)."""
+    if state.scaler is None:
+        return state.centers
+    return state.scaler.to_standard(state.centers)
+
+
+def model_assign(
+    X: np.ndarray, state: ModelState, centers: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and squared distances of a batch in the model's own units, the ones
+    `model_batch_stats` gives, without the statistics: the request path's kernel call.
+
+    `centers` may pass `model_centers(state)` computed once per model version.
+    """
+    C = model_centers(state) if centers is None else centers
+    if state.scaler is None:
+        return assign(X, C)
+    return assign(state.scaler.standardize(X), C)

@@ -1,5 +1,6 @@
 """Prometheus metrics of streamkm (DESIGN.md §6) and the HTTP endpoint that serves them."""
 
+from metrics.api_metrics import ApiMetrics
 from metrics.gauge_set import GaugeSet
 from metrics.histogram import (
     BATCH_SIZE_BUCKETS,
@@ -16,6 +17,7 @@ __all__ = [
     "LATENCY_BUCKETS",
     "OUTCOMES",
     "STAGES",
+    "ApiMetrics",
     "BatchHistogram",
     "GaugeSet",
     "MetricsPortInUseError",

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from metrics.api_metrics import ApiMetrics
 from metrics.service_metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class MetricsServer:
 
     def __init__(
         self,
-        metrics: ServiceMetrics,
+        metrics: ServiceMetrics | ApiMetrics,
         host: str,
         port: int,
         ready: Readiness | None = None,
@@ -134,7 +135,7 @@ def _always_ready() -> tuple[bool, str]:
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
-    metrics: ServiceMetrics
+    metrics: ServiceMetrics | ApiMetrics
     ready: Readiness
     documents: dict[str, Callable[[], bytes]]
 

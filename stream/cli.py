@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from api.config import ApiOptions
 from stream.config import (
     BrokerOptions,
     ConfigError,
@@ -35,6 +36,7 @@ _COMMANDS: dict[str, tuple[type, str]] = {
     "broker": (BrokerOptions, "run the embedded Kafka broker in the foreground"),
     "produce": (ProduceOptions, "write synthetic Gaussian-blob records to a topic"),
     "demo": (DemoOptions, "broker, producer and service together, with a closing summary"),
+    "api": (ApiOptions, "answer scoring requests with the live model (REST and gRPC)"),
 }
 # `streamkm model <action>`: the model's lifecycle, read from and written to its Kafka topics.
 _MODEL_COMMANDS: dict[str, tuple[type, str]] = {
@@ -161,6 +163,10 @@ def _run(command: str, options: Any) -> int:
         from stream.produce import run_produce
 
         return run_produce(options)
+    if command == "api":
+        from api.app import run_api
+
+        return run_api(options)
     if command.startswith("model "):
         from stream.modelcli import run_model
 

@@ -32,3 +32,17 @@ def test_engine_imports_only_numpy_numba_and_the_standard_library(path):
     roots = imported_roots("engine")[path] - {"__future__"}
     third_party = {r for r in roots if r not in sys.stdlib_module_names}
     assert third_party <= ENGINE_MAY_IMPORT, f"{path} imports {sorted(third_party)}"
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("engine", {"model", "stream", "metrics", "api", "estimators"}),
+        ("model", {"stream", "metrics", "api"}),
+        ("metrics", {"stream", "model", "api"}),
+        ("api", {"stream"}),
+    ],
+)
+def test_arrows_point_down_only(package, forbidden):
+    for path, roots in imported_roots(package).items():
+        assert not roots & forbidden, f"{path} imports {sorted(roots & forbidden)}"

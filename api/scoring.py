@@ -1,0 +1,299 @@
+"""The request path's model: a replica that follows the updates log, and dynamic batching.
+
+A `Scorer` follows one model like any replica (latest snapshot, then `<model>.updates`; no
+consumer group, no input topic) and answers with the newest version it holds. Requests that
+arrive together are answered by one kernel call:
+
+    submit(X) --bounded queue (max_queue_rows; beyond: Overloaded at once)--> flush, scheduled
+    on the event loop --> engine.model_assign over every queued row (up to max_batch_rows)
+    --> anomaly_scores --> each request's slice of the answer, with the version that produced it
+
+The kernel runs inline on the event loop: a batch of a few thousand rows of a small model takes
+tens of microseconds, less than handing it to a thread would. Rows are scored in float32, as
+`serve` reads them, so `api`, `serve` and `engine` give the same cluster for the same vector at
+the same version (FP64 input is rounded to float32 first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from api.config import ApiOptions
+from engine import ModelState, anomaly_scores, model_assign, model_centers
+from metrics.api_metrics import ApiMetrics
+from model.fields import FieldSpec, field_rows, json_type, parse_fields
+from model.log import UpdateLog, open_model
+from model.messages import AppliedUpdate, ModelReplica
+from model.topics import TopicSpec, ensure_topics, wait_for_broker
+
+__all__ = ["InvalidInput", "NotReady", "Overloaded", "Scorer", "Scores"]
+
+log = logging.getLogger("streamkm.api")
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+class NotReady(Exception):
+    """No model yet: nothing has initialised it, or the replica has not read it yet."""
+
+
+class Overloaded(Exception):
+    """The queue of rows waiting to be scored is full: the request is shed at once."""
+
+
+class InvalidInput(ValueError):
+    """The request cannot be scored as sent; the message tells the user what to fix."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The answer for n rows, and the model version that produced it."""
+
+    cluster: np.ndarray  # int32 (n,)
+    distance: np.ndarray  # float32 (n,), in the model's units (standardized when scaled)
+    score: np.ndarray  # float32 (n,), distance / the cluster's running RMS distance
+    version: int
+
+
+@dataclass(frozen=True)
+class _Version:
+    """What the kernel needs of one model version, computed once per version."""
+
+    state: ModelState
+    centers: np.ndarray  # in the model's units
+    fields: tuple[FieldSpec, ...] | None
+    field_texts: tuple[str, ...] | None
+
+
+class Scorer:
+    """Answers scoring requests with the newest version of one replicated model."""
+
+    def __init__(self, options: ApiOptions, metrics: ApiMetrics | None = None) -> None:
+        self.model = options.model
+        self._options = options
+        self._metrics = metrics
+        self.replica = ModelReplica()
+        self._updates: UpdateLog | None = None
+        self._current: _Version | None = None
+        self._queue: deque[tuple[np.ndarray, asyncio.Future[Scores]]] = deque()
+        self._queued_rows = 0
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- following the model --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reach the broker, read the model to the log's end and keep following it.
+
+        Raises model.topics.BrokerUnreachable when the broker does not answer in time.
+        """
+        o = self._options
+        kafka = o.kafka_client_kwargs()
+        self._loop = asyncio.get_running_loop()
+        await wait_for_broker(o.bootstrap, o.connect_timeout, kafka)
+        # The model's topics exist before its first init: an api started first waits on them.
+        specs = [TopicSpec(o.updates_topic, 1), TopicSpec(o.snapshots_topic, 1, compact=True)]
+        await ensure_topics(o.bootstrap, specs, kafka)
+        self._updates, _ = await open_model(
+            self.replica, o.updates_topic, o.snapshots_topic, o.model, kafka, self._on_applied
+        )
+        self._refresh()
+        self._updates.follow()
+        if self.ready():
+            log.info("serving model %r version %d", self.model, self.version())
+        else:
+            log.info("model %r has no init yet; not ready until it has", self.model)
+
+    async def stop(self) -> None:
+        """Stop following; queued requests get NotReady."""
+        if self._updates is not None:
+            await self._updates.stop()
+            self._updates = None
+        self._fail_queue(NotReady("the api is shutting down"))
+
+    def _on_applied(self, replica: ModelReplica, applied: AppliedUpdate) -> None:
+        self._refresh()
+
+    def _refresh(self) -> None:
+        state, params = self.replica.state, self.replica.params
+        if state is None or params is None:
+            return
+        if self._current is None or self._current.state is not state:
+            texts = params.fields
+            fields = None if texts is None else parse_fields(",".join(texts))
+            self._current = _Version(state, model_centers(state), fields, texts)
+        if self._metrics is not None:
+            lag = self._updates.lag if self._updates is not None else 0
+            self._metrics.set_model(state.version, lag)
+
+    # --- what the protocols ask -----------------------------------------------------------
+
+    def ready(self) -> bool:
+        """True once a model version is held."""
+        return self._current is not None
+
+    def dim(self) -> int | None:
+        """d of the current model (None before the first)."""
+        return None if self._current is None else self._current.state.d
+
+    def version(self) -> int:
+        """The version answers are given with now (0 before the first)."""
+        return 0 if self._current is None else self._current.state.version
+
+    def fields(self) -> tuple[str, ...] | None:
+        """The schema's field texts (`path[:transform]`), None for a model of plain vectors."""
+        return None if self._current is None else self._current.field_texts
+
+    async def score(self, X: np.ndarray) -> Scores:
+        """Scores of the rows of X (n, d), float32 or float64."""
+        return await self.submit(X)
+
+    async def score_events(self, events: list[Any]) -> Scores:
+        """Scores of named-field events (DESIGN.md §7) in the model's fields and scaling.
+
+        Raises InvalidInput naming the first event and field at fault.
+        """
+        return await self.submit(self.event_rows(events))
+
+    def event_rows(self, events: list[Any]) -> np.ndarray:
+        """The feature rows (original units) of JSON event objects; InvalidInput for any bad."""
+        current = self._current
+        if current is None:
+            raise NotReady(f"model {self.model!r} is not loaded yet")
+        if current.fields is None:
+            raise InvalidInput(
+                f"model {self.model!r} reads feature vectors, not named fields; "
+                f"send them to /v2/models/{self.model}/infer"
+            )
+        if not isinstance(events, list) or not events:
+            raise InvalidInput('"instances" must be a non-empty array of event objects')
+        for i, event in enumerate(events):
+            if type(event) is not dict:
+                raise InvalidInput(f"instance {i} is {json_type(event)}; expected a JSON object")
+        problems: list[tuple[int, str, str]] = []
+        X, _ = field_rows(events, current.fields, list(range(len(events))), problems)
+        if problems:
+            i, reason, message = min(problems)
+            raise InvalidInput(f"instance {i}: {message} ({reason})")
+        return X
+
+    def submit(self, X: np.ndarray) -> asyncio.Future[Scores]:
+        """Queue rows for the next kernel call; the future holds their scores.
+
+        Raises at once: NotReady (no model), InvalidInput (shape, non-finite values),
+        Overloaded (the queue holds max_queue_rows rows already).
+        """
+        current = self._current
+        if current is None:
+            raise NotReady(f"model {self.model!r} is not loaded yet")
+        X = self._checked(X, current.state.d)
+        n = X.shape[0]
+        if self._queued_rows + n > self._options.max_queue_rows:
+            raise Overloaded(
+                f"{self._queued_rows} rows are waiting to be scored (--max-queue-rows "
+                f"{self._options.max_queue_rows}); retry later or add instances"
+            )
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        future: asyncio.Future[Scores] = loop.create_future()
+        self._queue.append((X, future))
+        self._queued_rows += n
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            wait = self._options.max_wait_ms / 1000.0
+            if wait > 0 and self._queued_rows < self._options.max_batch_rows:
+                loop.call_later(wait, self._flush)
+            else:
+                loop.call_soon(self._flush)
+        return future
+
+    def _checked(self, X: np.ndarray, d: int) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise InvalidInput(f"expected a matrix [n, {d}], got shape {list(X.shape)}")
+        n, width = X.shape
+        if width != d:
+            raise InvalidInput(
+                f"rows have {width} features; model {self.model!r} has d={d} (shape [n, {d}])"
+            )
+        if n == 0:
+            raise InvalidInput(f"no rows: expected shape [n, {d}] with n >= 1")
+        if n > self._options.max_queue_rows:
+            raise InvalidInput(
+                f"{n} rows in one request; at most {self._options.max_queue_rows} "
+                "(--max-queue-rows), split it"
+            )
+        if X.dtype != np.float32:
+            if X.dtype.kind not in "fiu":
+                raise InvalidInput(f"rows must be numbers, got dtype {X.dtype}")
+            with np.errstate(over="ignore", invalid="ignore"):
+                X = X.astype(np.float32)
+        finite = np.isfinite(X)
+        if not finite.all():
+            row, col = (int(v[0]) for v in np.nonzero(~finite))
+            raise InvalidInput(
+                f"row {row}, feature {col} is not finite (NaN, infinity, or beyond float32)"
+            )
+        return X
+
+    def _flush(self) -> None:
+        """One kernel call for the queued rows (up to max_batch_rows), answers split back."""
+        self._flush_scheduled = False
+        current = self._current
+        if current is None:  # cannot happen once ready; kept for a model that vanished
+            self._fail_queue(NotReady(f"model {self.model!r} is not loaded"))
+            return
+        state = current.state
+        taken: list[tuple[np.ndarray, asyncio.Future[Scores]]] = []
+        rows = 0
+        limit = self._options.max_batch_rows
+        while self._queue and (not taken or rows + self._queue[0][0].shape[0] <= limit):
+            X, future = self._queue.popleft()
+            self._queued_rows -= X.shape[0]
+            if future.done():  # the caller went away
+                continue
+            if X.shape[1] != state.d:  # a replace changed d after the request was queued
+                future.set_exception(
+                    InvalidInput(f"model {self.model!r} now has d={state.d}; resend with it")
+                )
+                continue
+            taken.append((X, future))
+            rows += X.shape[0]
+        if self._queue:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        if not taken:
+            return
+        X = taken[0][0] if len(taken) == 1 else np.concatenate([t[0] for t in taken])
+        labels, sq = model_assign(X, state, current.centers)
+        distance, score = anomaly_scores(state, labels, sq)
+        distance32 = distance.astype(np.float32)
+        # A model with no spread yet scores any distance as float64's largest: keep it finite.
+        score32 = np.minimum(score, _F32_MAX).astype(np.float32)
+        if self._metrics is not None:
+            self._metrics.observe_batch(rows)
+        start = 0
+        for Xi, future in taken:
+            stop = start + Xi.shape[0]
+            future.set_result(
+                Scores(
+                    labels[start:stop],
+                    distance32[start:stop],
+                    score32[start:stop],
+                    state.version,
+                )
+            )
+            start = stop
+
+    def _fail_queue(self, exc: Exception) -> None:
+        while self._queue:
+            X, future = self._queue.popleft()
+            self._queued_rows -= X.shape[0]
+            if not future.done():
+                future.set_exception(exc)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from promql_text import DATASOURCES, DEPLOY, PROMETHEUS_CONFIG, REPO
 
+from api.config import ApiOptions
 from stream.cli import build_parser, parse_command
 from stream.config import BrokerOptions, DemoOptions, ProduceOptions, Settings, env_name
 
@@ -22,6 +23,7 @@ OPTIONS_OF = {
     "produce": ProduceOptions,
     "demo": DemoOptions,
     "broker": BrokerOptions,
+    "api": ApiOptions,
 }
 
 
@@ -105,7 +107,7 @@ def test_streamkm_service_settings_are_valid(name):
     env = dockerfile_env() | environment(service)
     command, options = parse_command(service["command"], env)  # ConfigError if invalid
     assert command == service["command"][0]
-    if isinstance(options, Settings):
+    if isinstance(options, Settings | ApiOptions):
         assert options.metrics_host == "0.0.0.0"
 
 

@@ -14,7 +14,7 @@ from promql_text import (
     substitute_grafana_variables,
 )
 
-from metrics import ServiceMetrics
+from metrics import ApiMetrics, ServiceMetrics
 
 # DESIGN.md §6, the metrics contract: every one of them is on the dashboard.
 DESIGN_METRICS = (
@@ -36,7 +36,7 @@ _SAMPLE_SUFFIXES = ("", "_total", "_created", "_bucket", "_sum", "_count")
 
 def published_series_names() -> set[str]:
     """Every series name a streamkm /metrics page can hold, plus Prometheus' own ``up``."""
-    families = ServiceMetrics().registry.collect()
+    families = [*ServiceMetrics().registry.collect(), *ApiMetrics().registry.collect()]
     return {f.name + suffix for f in families for suffix in _SAMPLE_SUFFIXES} | {"up"}
 
 

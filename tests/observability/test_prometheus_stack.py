@@ -13,6 +13,7 @@ import contextlib
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -78,6 +79,30 @@ def background(args: list[str], log: Path, env: Mapping[str, str]) -> Iterator[s
                 proc.wait()
 
 
+@contextlib.contextmanager
+def requests_to(url: str, every_s: float = 0.05) -> Iterator[None]:
+    """A thread posting one v2 infer request every `every_s` until the block ends (answers,
+    503 before the model exists included, are not checked here)."""
+    body = orjson.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 8], "data": [0.5] * 8}]}
+    )
+    stop = threading.Event()
+
+    def post() -> None:
+        while not stop.wait(every_s):
+            request = urllib.request.Request(url, data=body, method="POST")
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(request, timeout=2).read()
+
+    thread = threading.Thread(target=post, name="api-load", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 class Prometheus:
     """The HTTP API of a Prometheus server."""
 
@@ -115,6 +140,7 @@ def running_stack(broker, prometheus_binary, tmp_path_factory):
     """`streamkm produce` load into `streamkm serve`, scraped each second by Prometheus."""
     tmp = tmp_path_factory.mktemp("stack")
     topic, metrics_port, prometheus_port = unique_name("obs"), free_port(), free_port()
+    model, api_port, api_metrics_port = unique_name("m"), free_port(), free_port()
     env = streamkm_env()
     producer = [
         sys.executable, "-m", "stream.cli", "produce", "--bootstrap", broker.bootstrap,
@@ -124,9 +150,15 @@ def running_stack(broker, prometheus_binary, tmp_path_factory):
     service = [
         sys.executable, "-m", "stream.cli", "serve", "--bootstrap", broker.bootstrap,
         "--input-topic", topic, "--output-topic", f"{topic}.labels",
-        "--group", unique_name("g"), "--model", unique_name("m"), "--k", "4", "--dim", "8",
+        "--group", unique_name("g"), "--model", model, "--k", "4", "--dim", "8",
         "--refit-interval", "0.5", "--anomaly-threshold", "1.5", "--session-timeout", "3",
         "--metrics-port", str(metrics_port),
+    ]  # fmt: skip
+    # The scoring API on the same model, with a trickle of requests for its panels and alerts.
+    scoring = [
+        sys.executable, "-m", "stream.cli", "api", "--bootstrap", broker.bootstrap,
+        "--model", model, "--http-port", str(api_port), "--grpc-port", "0",
+        "--metrics-port", str(api_metrics_port),
     ]  # fmt: skip
     config = tmp / "prometheus.yml"
     config.write_text(
@@ -138,7 +170,11 @@ def running_stack(broker, prometheus_binary, tmp_path_factory):
                     {
                         "job_name": "streamkm",
                         "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
-                    }
+                    },
+                    {
+                        "job_name": "streamkm-api",
+                        "static_configs": [{"targets": [f"127.0.0.1:{api_metrics_port}"]}],
+                    },
                 ],
             }
         )
@@ -152,6 +188,8 @@ def running_stack(broker, prometheus_binary, tmp_path_factory):
         background(producer, tmp / "produce.log", env),
         background(service, serve_log, env),
         background(prometheus, tmp / "prometheus.log", env),
+        background(scoring, tmp / "api.log", env),
+        requests_to(f"http://127.0.0.1:{api_port}/v2/models/{model}/infer"),
     ):
         api = Prometheus(prometheus_port)
         wait_for(
@@ -168,6 +206,8 @@ def running_stack(broker, prometheus_binary, tmp_path_factory):
             "streamkm_anomalies_total > 0",
             "streamkm_cluster_weight",
             "streamkm_consumer_lag_records",
+            "deriv(streamkm_consumer_lag_records[1m])",  # two samples of the lag, for deriv()
+            'sum(rate(streamkm_api_requests_total{code="200"}[5s])) > 0',
         ):
             wait_for(expr, lambda e=expr: api.has_data(e), DATA_TIMEOUT_S, serve_log)
         wait_for(

@@ -9,6 +9,7 @@ input topic --getmany--> decode --> engine.batch_stats --> labels --> output top
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import dataclasses
 import gc
@@ -119,9 +120,11 @@ class Service:
         # replica's model includes, via our own stats records (offset, rows up to) in the log.
         self._seq = 0
         self._included = 0
-        # A batch is labeled by one model version, so it can be no larger than the bound.
-        self._batch_limit = min(settings.max_batch, settings.max_staleness)
-        self._own: deque[tuple[int, int]] = deque()
+        # A batch is labeled by one model version, so it can be no larger than the bound; at
+        # half the bound, one batch is labeled while the statistics of the last one travel.
+        self._batch_limit = max(1, min(settings.max_batch, settings.max_staleness // 2))
+        self._own: list[tuple[int, int]] = []  # sorted by offset
+        self._publishing: set[asyncio.Task[None]] = set()
         # Before the model exists: invalid records seen, by reason (for the loud warning).
         self._early_invalid: Counter[str] = Counter()
         self._no_valid_warned = 0.0
@@ -246,6 +249,7 @@ class Service:
             try:
                 # Whatever was labeled but not yet published still teaches the shared model.
                 await self._publish_stats(force=True)
+                await self._stats_sent()
                 if writer and self.updates is not None and self.snapshots is not None:
                     # The last snapshot should include our own last statistics.
                     await self.updates.wait_until(
@@ -340,7 +344,7 @@ class Service:
         """Advance `_included` past our stats records the replica has applied."""
         applied_below = self.replica.next_offset
         while self._own and self._own[0][0] < applied_below:
-            self._included = self._own.popleft()[1]
+            self._included = self._own.pop(0)[1]
 
     def _staleness_ok(self, n: int) -> bool:
         self._refresh_included()
@@ -360,9 +364,10 @@ class Service:
             await self._publish_stats(force=True)
         deadline = time.monotonic() + _STALENESS_PATIENCE_S
         while not self.stopping.is_set():
-            if await self.updates.wait_until(lambda _: self._staleness_ok(n), timeout=0.5):
+            # Short waits: our acknowledgement (which fills _own) does not wake the log's waiters.
+            if await self.updates.wait_until(lambda _: self._staleness_ok(n), timeout=0.002):
                 return
-            if not self._own:
+            if not self._own and not self._publishing:
                 return  # nothing of ours is on its way (e.g. a replace dropped it)
             if time.monotonic() > deadline:
                 log.error(
@@ -685,12 +690,32 @@ class Service:
         due = acc.n >= s.refit_every or time.monotonic() - self._acc_since >= s.refit_interval
         if not (due or force):
             return
-        t0 = time.perf_counter()
-        self._last_published = await publish_stats(self.producer, s.updates_topic, acc)
-        self._own.append((self._last_published, self._seq))
         self._acc = None
         self._acc_since = time.monotonic()
+        # In the background: the loop labels the next batch while the broker acknowledges.
+        task = asyncio.create_task(self._send_stats(acc, self._seq), name="stats")
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _send_stats(self, acc: BatchStats, upto: int) -> None:
+        """Publish one stats record covering our rows up to `upto`; on failure keep the
+        statistics for the next publish."""
+        assert self.producer is not None
+        t0 = time.perf_counter()
+        try:
+            offset = await publish_stats(self.producer, self.settings.updates_topic, acc)
+        except KafkaError as exc:
+            log.warning("could not publish model statistics (%s); retrying with the next", exc)
+            self._acc = acc if self._acc is None else acc.merge(self._acc)
+            return
+        self._last_published = max(self._last_published, offset)
+        bisect.insort(self._own, (offset, upto))
         self.metrics.record_batch(n_labeled=0, stage_seconds={"update": time.perf_counter() - t0})
+
+    async def _stats_sent(self) -> None:
+        """Wait until every stats record handed to the producer is acknowledged (or failed)."""
+        while self._publishing:
+            await asyncio.gather(*self._publishing, return_exceptions=True)
 
     async def _watch_health(self) -> None:
         """Beside the loop, which may be waiting on the broker: check it every second."""

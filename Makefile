@@ -24,6 +24,9 @@ bench: $(STAMP)
 	$(PY) bench/bench_modellog.py
 	$(PY) bench/bench_service.py
 	$(PY) bench/bench_baselines.py
+	sh deploy/install-bench-deps.sh
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) bench/bench_api.py
 	$(PY) bench/plot.py
 
 lint: $(STAMP)

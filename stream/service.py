@@ -132,6 +132,7 @@ class Service:
         self.snapshots: SnapshotWriter | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self._stats_producer: AIOKafkaProducer | None = None
         self.updates: UpdateLog | None = None
 
     # --- readiness -----------------------------------------------------------------------
@@ -169,6 +170,17 @@ class Service:
             request_timeout_ms=15_000,
         )
         await self.producer.start()
+        # Statistics go through a producer (a connection) of their own: behind the label batches
+        # in flight they would wait for those to be acknowledged first, and a backlog drain
+        # paced by --max-staleness waits for its statistics to come back.
+        self._stats_producer = AIOKafkaProducer(
+            **self._kafka,
+            acks="all",
+            compression_type=None if s.compression_type == "none" else s.compression_type,
+            max_request_size=_MAX_REQUEST_BYTES,
+            request_timeout_ms=15_000,
+        )
+        await self._stats_producer.start()
         self.snapshots = SnapshotWriter(
             self.producer,
             s.snapshots_topic,
@@ -187,6 +199,7 @@ class Service:
             self._adopt_model()
             if self.fatal is not None:
                 await self.updates.stop()
+                await self._stats_producer.stop()
                 await self.producer.stop()
                 raise SchemaMismatch(self.fatal)
             self._model_metrics(0.0)
@@ -262,6 +275,8 @@ class Service:
             await self.consumer.stop()
         if self.updates is not None:
             await self.updates.stop()
+        if self._stats_producer is not None:
+            await self._stats_producer.stop()
         if self.producer is not None:
             await self.producer.stop()
         log.info("stopped after labeling %d records (%d invalid)", self.labeled, self.invalid)
@@ -700,10 +715,10 @@ class Service:
     async def _send_stats(self, acc: BatchStats, upto: int) -> None:
         """Publish one stats record covering our rows up to `upto`; on failure keep the
         statistics for the next publish."""
-        assert self.producer is not None
+        assert self._stats_producer is not None
         t0 = time.perf_counter()
         try:
-            offset = await publish_stats(self.producer, self.settings.updates_topic, acc)
+            offset = await publish_stats(self._stats_producer, self.settings.updates_topic, acc)
         except KafkaError as exc:
             log.warning("could not publish model statistics (%s); retrying with the next", exc)
             self._acc = acc if self._acc is None else acc.merge(self._acc)

@@ -3,8 +3,9 @@
 A small HTTP/1.1 server on asyncio and `httptools` (the parser uvicorn uses) with keep-alive and
 pipelining, rather than a framework: a request here is a few microseconds of parsing and routing
 around a kernel call of a few more, and a framework's per-request machinery would cost many
-times that. Routes run synchronously; an infer request returns a future the dynamic batcher
-fills, and pipelined answers go out in request order.
+times that. Routes run synchronously; an infer request hands the dynamic batcher a callback
+that frames and writes its answer from the batch's flush (no futures: each would cost event-loop
+turns), and pipelined answers go out in request order, those ready together in one write.
 
 Routes (DESIGN.md §8):
 - ``GET /v2/health/live``, ``GET /v2/health/ready`` (200 once the model is loaded, else 503);
@@ -30,6 +31,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import httptools
@@ -37,7 +39,7 @@ import numpy as np
 import orjson
 
 from api.config import ApiOptions
-from api.scoring import InvalidInput, NotReady, Overloaded, Scorer, Scores
+from api.scoring import Answer, InvalidInput, NotReady, Overloaded, Scorer, Scores
 from metrics.api_metrics import ApiMetrics
 
 __all__ = ["HttpServer", "RestApi"]
@@ -53,15 +55,21 @@ _REASONS = {
     500: b"Internal Server Error",
     503: b"Service Unavailable",
 }
+_CODES = {status: str(status) for status in _REASONS}  # metric labels
 _JSON = b"application/json"
 _BINARY = b"application/octet-stream"
 _DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+_NATIVE = {dtype: dtype.newbyteorder("=") for dtype in _DTYPES.values()}
 _OUTPUTS = {"cluster": "INT32", "distance": "FP32", "score": "FP32"}
+_ALL_OUTPUTS = {
+    binary: tuple((name, binary) for name in _OUTPUTS) for binary in (False, True)
+}  # what a request that names no outputs gets
 _OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 # Pipelined requests one connection may have in flight before we stop reading from it.
 _MAX_IN_FLIGHT = 128
 
 Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, body, extra headers
+Respond = Callable[[Reply], None]  # takes a reply that was not ready when the route returned
 
 
 class HttpError(Exception):
@@ -88,12 +96,24 @@ class RestApi:
         self.options = options
         token = options.api_token
         self._auth = None if token is None else f"Bearer {token}".encode()
+        self._infer_url = f"/v2/models/{scorer.model}/infer".encode()
 
     def handle(
-        self, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes
-    ) -> Reply | asyncio.Future[Reply]:
+        self,
+        method: bytes,
+        url: bytes,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        respond: Respond,
+    ) -> Reply | None:
+        """The reply now, or None when `respond` will get it (scoring requests)."""
         try:
-            return self._route(method, url, headers, body)
+            if url == self._infer_url:  # the hot path, routed as `_route` would route it
+                self._authorize(headers)
+                self._method(method, b"POST")
+                self._infer(headers, body, respond)
+                return None
+            return self._route(method, url, headers, body, respond)
         except HttpError as e:
             return _error(e.status, str(e))
         except InvalidInput as e:
@@ -101,14 +121,23 @@ class RestApi:
         except (NotReady, Overloaded) as e:
             return _error(503, str(e))
 
-    def _route(
-        self, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes
-    ) -> Reply | asyncio.Future[Reply]:
-        path = url.split(b"?", 1)[0].decode("utf-8", "replace")
-        if self._auth is not None and path not in _OPEN_PATHS:
+    def _authorize(self, headers: dict[bytes, bytes]) -> None:
+        if self._auth is not None:
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, self._auth):
                 raise HttpError(401, "missing or wrong bearer token (Authorization: Bearer ...)")
+
+    def _route(
+        self,
+        method: bytes,
+        url: bytes,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        respond: Respond,
+    ) -> Reply | None:
+        path = url.split(b"?", 1)[0].decode("utf-8", "replace")
+        if path not in _OPEN_PATHS:
+            self._authorize(headers)
         if path == "/v2/health/live":
             self._method(method, b"GET")
             return _json(200, {"live": True})
@@ -122,14 +151,20 @@ class RestApi:
         if path.startswith("/v1/models/") and path.endswith(":predict"):
             self._method(method, b"POST")
             self._model(path[len("/v1/models/") : -len(":predict")])
-            return self._predict(headers, body)
+            self._predict(body, respond)
+            return None
         if path.startswith("/v2/models/"):
-            return self._v2_model(method, path[len("/v2/models/") :], headers, body)
+            return self._v2_model(method, path[len("/v2/models/") :], headers, body, respond)
         raise HttpError(404, f"no route {path}; see /v2/models/{self.scorer.model}")
 
     def _v2_model(
-        self, method: bytes, rest: str, headers: dict[bytes, bytes], body: bytes
-    ) -> Reply | asyncio.Future[Reply]:
+        self,
+        method: bytes,
+        rest: str,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        respond: Respond,
+    ) -> Reply | None:
         parts = rest.split("/")
         self._model(parts[0])
         if len(parts) >= 3 and parts[1] == "versions":
@@ -150,7 +185,8 @@ class RestApi:
             return _json(200 if ready else 503, {"name": self.scorer.model, "ready": ready})
         if action == "infer":
             self._method(method, b"POST")
-            return self._infer(headers, body)
+            self._infer(headers, body, respond)
+            return None
         raise HttpError(404, f"no route /v2/models/{rest}")
 
     @staticmethod
@@ -183,7 +219,7 @@ class RestApi:
 
     # --- infer ------------------------------------------------------------------------------
 
-    def _infer(self, headers: dict[bytes, bytes], body: bytes) -> asyncio.Future[Reply]:
+    def _infer(self, headers: dict[bytes, bytes], body: bytes, respond: Respond) -> None:
         if headers.get(b"content-encoding", b"identity") not in (b"identity", b""):
             raise HttpError(400, "compressed request bodies are not supported; send identity")
         header_length = headers.get(b"inference-header-content-length")
@@ -203,24 +239,24 @@ class RestApi:
         X = _input_matrix(request, raw)
         outputs = _requested_outputs(request)
         request_id = request.get("id")
-        future = self.scorer.submit(X)
-        return _then(future, lambda s: self._infer_reply(s, outputs, request_id))
+        reply = partial(self._infer_reply, outputs=outputs, request_id=request_id)
+        self.scorer.submit_then(X, _answer(respond, reply))
 
     def _infer_reply(
-        self, scores: Scores, outputs: list[tuple[str, bool]], request_id: Any
+        self, scores: Scores, outputs: tuple[tuple[str, bool], ...], request_id: Any
     ) -> Reply:
-        arrays = {"cluster": scores.cluster, "distance": scores.distance, "score": scores.score}
         n = int(scores.cluster.shape[0])
         described: list[dict[str, Any]] = []
         blobs: list[bytes] = []
         for name, binary in outputs:
+            array = getattr(scores, name)
             out: dict[str, Any] = {"name": name, "datatype": _OUTPUTS[name], "shape": [n]}
             if binary:
-                blob = arrays[name].astype(arrays[name].dtype.newbyteorder("<")).tobytes()
+                blob = array.astype(array.dtype.newbyteorder("<")).tobytes()
                 out["parameters"] = {"binary_data_size": len(blob)}
                 blobs.append(blob)
             else:
-                out["data"] = arrays[name]
+                out["data"] = array
             described.append(out)
         response: dict[str, Any] = {
             "model_name": self.scorer.model,
@@ -240,13 +276,12 @@ class RestApi:
 
     # --- named events -----------------------------------------------------------------------
 
-    def _predict(self, headers: dict[bytes, bytes], body: bytes) -> asyncio.Future[Reply]:
+    def _predict(self, body: bytes, respond: Respond) -> None:
         request = _parse_json(body)
         if type(request) is not dict or "instances" not in request:
             raise HttpError(400, 'the request must be a JSON object {"instances": [{...}, ...]}')
         X = self.scorer.event_rows(request["instances"])
-        future = self.scorer.submit(X)
-        return _then(future, _predict_reply)
+        self.scorer.submit_then(X, _answer(respond, _predict_reply))
 
 
 def _predict_reply(scores: Scores) -> Reply:
@@ -277,13 +312,11 @@ def _input_matrix(request: dict[str, Any], raw: bytes) -> np.ndarray:
     if dtype is None:
         raise HttpError(400, f"datatype {datatype!r} is not supported; send FP32 or FP64")
     shape = tensor.get("shape")
-    if (
-        type(shape) is not list
-        or len(shape) != 2
-        or not all(type(v) is int and v >= 0 for v in shape)
-    ):
+    if type(shape) is not list or len(shape) != 2:
         raise HttpError(400, f"shape must be [n, d] (two whole numbers), got {shape!r}")
     n, d = shape
+    if type(n) is not int or type(d) is not int or n < 0 or d < 0:
+        raise HttpError(400, f"shape must be [n, d] (two whole numbers), got {shape!r}")
     params = tensor.get("parameters") or {}
     size = params.get("binary_data_size") if type(params) is dict else None
     if size is not None:
@@ -298,7 +331,7 @@ def _input_matrix(request: dict[str, Any], raw: bytes) -> np.ndarray:
     if "data" not in tensor:
         raise HttpError(400, 'the input has neither "data" nor binary_data_size')
     try:
-        flat = np.asarray(tensor["data"], dtype=dtype.newbyteorder("="))
+        flat = np.asarray(tensor["data"], dtype=_NATIVE[dtype])
     except (ValueError, TypeError):
         raise HttpError(400, '"data" must be numbers, flat or nested [n][d]') from None
     if flat.size != n * d:
@@ -306,13 +339,13 @@ def _input_matrix(request: dict[str, Any], raw: bytes) -> np.ndarray:
     return flat.reshape(n, d)
 
 
-def _requested_outputs(request: dict[str, Any]) -> list[tuple[str, bool]]:
+def _requested_outputs(request: dict[str, Any]) -> tuple[tuple[str, bool], ...]:
     """(name, binary) per output to return, in order: those asked for, else all three."""
     params = request.get("parameters") or {}
     default_binary = bool(type(params) is dict and params.get("binary_data_output", False))
     asked = request.get("outputs")
     if asked is None:
-        return [(name, default_binary) for name in _OUTPUTS]
+        return _ALL_OUTPUTS[default_binary]
     if type(asked) is not list:
         raise HttpError(400, '"outputs" must be a list of {"name": ...}')
     chosen = []
@@ -322,31 +355,45 @@ def _requested_outputs(request: dict[str, Any]) -> list[tuple[str, bool]]:
             raise HttpError(400, f"unknown output {name!r}; outputs are {', '.join(_OUTPUTS)}")
         p = out.get("parameters") or {}
         chosen.append((name, bool(p.get("binary_data", default_binary))))
-    return chosen
+    return tuple(chosen)
 
 
-def _then(
-    future: asyncio.Future[Scores], reply: Callable[[Scores], Reply]
-) -> asyncio.Future[Reply]:
-    """A future of the reply built from the scores once they come (errors become replies)."""
-    out: asyncio.Future[Reply] = future.get_loop().create_future()
+def _head(status: int, extra: list[tuple[bytes, bytes]]) -> bytes:
+    """A reply's status line and headers up to the value of Content-Length."""
+    head = [b"HTTP/1.1 ", str(status).encode(), b" ", _REASONS.get(status, b"")]
+    if not any(k == b"Content-Type" for k, _ in extra):
+        head.append(b"\r\nContent-Type: application/json")
+    for k, v in extra:
+        head += [b"\r\n", k, b": ", v]
+    if status == 401:
+        head.append(b'\r\nWWW-Authenticate: Bearer realm="streamkm"')
+    head.append(b"\r\nContent-Length: ")
+    return b"".join(head)
 
-    def done(f: asyncio.Future[Scores]) -> None:
-        if out.cancelled():
-            return
-        exc = f.exception()
-        if exc is None:
-            out.set_result(reply(f.result()))
-        elif isinstance(exc, InvalidInput):
-            out.set_result(_error(400, str(exc)))
-        elif isinstance(exc, NotReady | Overloaded):
-            out.set_result(_error(503, str(exc)))
+
+_HEADS = {status: _head(status, []) for status in _REASONS}  # JSON replies, no extra headers
+
+
+def _answer(respond: Respond, reply: Callable[[Scores], Reply]) -> Answer:
+    """The scorer's callback for one request: the reply built from the scores, or the error's."""
+
+    def answer(result: Scores | Exception) -> None:
+        if isinstance(result, Scores):
+            try:
+                answered = reply(result)
+            except Exception:  # a bug, not the request's fault: said in the log, not hung
+                log.exception("building the answer of a scored request failed")
+                answered = _error(500, "scoring failed; see the api log")
+        elif isinstance(result, InvalidInput):
+            answered = _error(400, str(result))
+        elif isinstance(result, NotReady | Overloaded):
+            answered = _error(503, str(result))
         else:
-            log.error("scoring failed", exc_info=exc)
-            out.set_result(_error(500, "scoring failed; see the api log"))
+            log.error("scoring failed", exc_info=result)
+            answered = _error(500, "scoring failed; see the api log")
+        respond(answered)
 
-    future.add_done_callback(done)
-    return out
+    return answer
 
 
 # --- the server -------------------------------------------------------------------------------
@@ -421,7 +468,7 @@ class _Connection(asyncio.Protocol):
         slot: list[Any] = [None, keep_alive, self._started]
         self._slots.append(slot)
         if self._body_size > self._max_body:
-            reply: Reply | asyncio.Future[Reply] = _error(
+            reply: Reply | None = _error(
                 400,
                 f"request body of {self._body_size} bytes is larger than --max-body-bytes "
                 f"{self._max_body}",
@@ -429,45 +476,45 @@ class _Connection(asyncio.Protocol):
         else:
             method = self._parser.get_method()
             body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-            reply = self._api.handle(method, self._url, self._headers, body)
-            if method == b"HEAD" and isinstance(reply, tuple):
+            reply = self._api.handle(
+                method, self._url, self._headers, body, partial(self._complete, slot)
+            )
+            if reply is not None and method == b"HEAD":
                 reply = (reply[0], b"", reply[2])  # Content-Length still that of the GET
-        if isinstance(reply, tuple):
+        if reply is not None:
             slot[0] = reply
             self._drain()
-        else:
-            reply.add_done_callback(lambda f: self._complete(slot, f))
-            if len(self._slots) >= _MAX_IN_FLIGHT:
-                self._pause_reading()
+        elif len(self._slots) >= _MAX_IN_FLIGHT:
+            self._pause_reading()
 
-    def _complete(self, slot: list[Any], future: asyncio.Future[Reply]) -> None:
-        slot[0] = future.result()
+    def _complete(self, slot: list[Any], reply: Reply) -> None:
+        slot[0] = reply
         self._drain()
 
     def _drain(self) -> None:
-        """Write every finished reply at the head of the line, in request order."""
+        """Write every finished reply at the head of the line, in request order, in one write."""
         transport = self._transport
-        while self._slots and self._slots[0][0] is not None:
-            (status, body, extra), keep_alive, started = self._slots.popleft()
+        slots = self._slots
+        out: list[bytes] = []
+        while slots and slots[0][0] is not None:
+            (status, body, extra), keep_alive, started = slots.popleft()
             if transport is None:
                 continue
-            head = [b"HTTP/1.1 ", str(status).encode(), b" ", _REASONS.get(status, b"")]
-            if not any(k == b"Content-Type" for k, _ in extra):
-                head.append(b"\r\nContent-Type: application/json")
-            for k, v in extra:
-                head += [b"\r\n", k, b": ", v]
-            if status == 401:
-                head.append(b'\r\nWWW-Authenticate: Bearer realm="streamkm"')
-            head += [b"\r\nContent-Length: ", str(len(body)).encode()]
-            if not keep_alive:
-                head.append(b"\r\nConnection: close")
-            head.append(b"\r\n\r\n")
-            transport.write(b"".join(head) + body)
+            head = None if extra else _HEADS.get(status)
+            if head is None:
+                head = _head(status, extra)
+            end = b"\r\n\r\n" if keep_alive else b"\r\nConnection: close\r\n\r\n"
+            out.append(b"%s%d%s%s" % (head, len(body), end, body))
             if self._metrics is not None:
-                self._metrics.observe_request("http", str(status), time.perf_counter() - started)
+                code = _CODES.get(status) or str(status)
+                self._metrics.observe_request("http", code, time.perf_counter() - started)
             if not keep_alive:
+                transport.write(b"".join(out))
+                out.clear()
                 transport.close()
                 self._transport = transport = None
+        if out and transport is not None:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
         self._maybe_resume()
 
     def _fail(self, status: int, message: str) -> None:

@@ -8,6 +8,10 @@ arrive together are answered by one kernel call:
     on the event loop --> engine.model_assign over every queued row (up to max_batch_rows)
     --> anomaly_scores --> each request's slice of the answer, with the version that produced it
 
+`submit_then` hands each request's answer straight to a callback from the flush; `submit` wraps
+it in a future for coroutines (gRPC). The REST path takes the callback: a future's done-callbacks
+are scheduled, one more event-loop turn each, and cost more than the kernel on a small batch.
+
 The kernel runs inline on the event loop: a batch of a few thousand rows of a small model takes
 tens of microseconds, less than handing it to a thread would. Rows are scored in float32, as
 `serve` reads them, so `api`, `serve` and `engine` give the same cluster for the same vector at
@@ -18,8 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -32,11 +39,20 @@ from model.log import UpdateLog, open_model
 from model.messages import AppliedUpdate, ModelReplica
 from model.topics import TopicSpec, ensure_topics, wait_for_broker
 
-__all__ = ["InvalidInput", "NotReady", "Overloaded", "Scorer", "Scores"]
+__all__ = ["Answer", "InvalidInput", "NotReady", "Overloaded", "Scorer", "Scores"]
 
 log = logging.getLogger("streamkm.api")
 
 _F32_MAX = float(np.finfo(np.float32).max)
+_F64_MAX = float(np.finfo(np.float64).max)
+# Up to this many values, a Python loop checks finiteness in a third of NumPy's call overhead.
+_SMALL = 64
+
+
+def _all_finite(X: np.ndarray) -> bool:
+    if X.size <= _SMALL:
+        return all(map(math.isfinite, X.ravel().tolist()))
+    return bool(np.isfinite(X).all())
 
 
 class NotReady(Exception):
@@ -61,6 +77,19 @@ class Scores:
     version: int
 
 
+Answer = Callable[[Scores | Exception], None]
+"""Receives a request's scores, or the exception that fails it; called once, must not raise."""
+
+
+def _settle(future: asyncio.Future[Scores], result: Scores | Exception) -> None:
+    if future.done():  # the caller went away
+        return
+    if isinstance(result, Exception):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
 @dataclass(frozen=True)
 class _Version:
     """What the kernel needs of one model version, computed once per version."""
@@ -69,6 +98,9 @@ class _Version:
     centers: np.ndarray  # in the model's units
     fields: tuple[FieldSpec, ...] | None
     field_texts: tuple[str, ...] | None
+    rms: np.ndarray  # state.rms(), computed once per version
+    spread: str  # "all": every cluster's rms > 0; "none": every one's is 0; else "some"
+    d: int
 
 
 class Scorer:
@@ -81,7 +113,7 @@ class Scorer:
         self.replica = ModelReplica()
         self._updates: UpdateLog | None = None
         self._current: _Version | None = None
-        self._queue: deque[tuple[np.ndarray, asyncio.Future[Scores]]] = deque()
+        self._queue: deque[tuple[np.ndarray, Answer]] = deque()
         self._queued_rows = 0
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,7 +159,10 @@ class Scorer:
         if self._current is None or self._current.state is not state:
             texts = params.fields
             fields = None if texts is None else parse_fields(",".join(texts))
-            self._current = _Version(state, model_centers(state), fields, texts)
+            rms = state.rms()
+            spread = "all" if np.all(rms > 0) else "none" if np.all(rms == 0) else "some"
+            centers = model_centers(state)
+            self._current = _Version(state, centers, fields, texts, rms, spread, state.d)
         if self._metrics is not None:
             lag = self._updates.lag if self._updates is not None else 0
             self._metrics.set_model(state.version, lag)
@@ -189,29 +224,38 @@ class Scorer:
         Raises at once: NotReady (no model), InvalidInput (shape, non-finite values),
         Overloaded (the queue holds max_queue_rows rows already).
         """
+        loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[Scores] = loop.create_future()
+        self.submit_then(X, partial(_settle, future))
+        return future
+
+    def submit_then(self, X: np.ndarray, answer: Answer) -> None:
+        """Queue rows for the next kernel call; `answer` gets their scores from the flush.
+
+        Raises at once as `submit` does; later failures (a model that vanished or changed d,
+        shutdown) reach `answer` as the exception.
+        """
         current = self._current
         if current is None:
             raise NotReady(f"model {self.model!r} is not loaded yet")
-        X = self._checked(X, current.state.d)
+        X = self._checked(X, current.d)
         n = X.shape[0]
         if self._queued_rows + n > self._options.max_queue_rows:
             raise Overloaded(
                 f"{self._queued_rows} rows are waiting to be scored (--max-queue-rows "
                 f"{self._options.max_queue_rows}); retry later or add instances"
             )
-        loop = self._loop or asyncio.get_running_loop()
-        self._loop = loop
-        future: asyncio.Future[Scores] = loop.create_future()
-        self._queue.append((X, future))
+        self._queue.append((X, answer))
         self._queued_rows += n
         if not self._flush_scheduled:
+            loop = self._loop or asyncio.get_running_loop()
+            self._loop = loop
             self._flush_scheduled = True
             wait = self._options.max_wait_ms / 1000.0
             if wait > 0 and self._queued_rows < self._options.max_batch_rows:
                 loop.call_later(wait, self._flush)
             else:
                 loop.call_soon(self._flush)
-        return future
 
     def _checked(self, X: np.ndarray, d: int) -> np.ndarray:
         X = np.asarray(X)
@@ -234,8 +278,8 @@ class Scorer:
                 raise InvalidInput(f"rows must be numbers, got dtype {X.dtype}")
             with np.errstate(over="ignore", invalid="ignore"):
                 X = X.astype(np.float32)
-        finite = np.isfinite(X)
-        if not finite.all():
+        if not _all_finite(X):
+            finite = np.isfinite(X)
             row, col = (int(v[0]) for v in np.nonzero(~finite))
             raise InvalidInput(
                 f"row {row}, feature {col} is not finite (NaN, infinity, or beyond float32)"
@@ -249,21 +293,17 @@ class Scorer:
         if current is None:  # cannot happen once ready; kept for a model that vanished
             self._fail_queue(NotReady(f"model {self.model!r} is not loaded"))
             return
-        state = current.state
-        taken: list[tuple[np.ndarray, asyncio.Future[Scores]]] = []
+        state, d = current.state, current.d
+        taken: list[tuple[np.ndarray, Answer]] = []
         rows = 0
         limit = self._options.max_batch_rows
         while self._queue and (not taken or rows + self._queue[0][0].shape[0] <= limit):
-            X, future = self._queue.popleft()
+            X, answer = self._queue.popleft()
             self._queued_rows -= X.shape[0]
-            if future.done():  # the caller went away
+            if X.shape[1] != d:  # a replace changed d after the request was queued
+                answer(InvalidInput(f"model {self.model!r} now has d={d}; resend with it"))
                 continue
-            if X.shape[1] != state.d:  # a replace changed d after the request was queued
-                future.set_exception(
-                    InvalidInput(f"model {self.model!r} now has d={state.d}; resend with it")
-                )
-                continue
-            taken.append((X, future))
+            taken.append((X, answer))
             rows += X.shape[0]
         if self._queue:
             self._flush_scheduled = True
@@ -272,28 +312,33 @@ class Scorer:
             return
         X = taken[0][0] if len(taken) == 1 else np.concatenate([t[0] for t in taken])
         labels, sq = model_assign(X, state, current.centers)
-        distance, score = anomaly_scores(state, labels, sq)
+        # anomaly_scores' arithmetic where its masks select all rows or none, without
+        # recomputing state.rms() per call: most of its time on a few rows.
+        if current.spread == "all":
+            distance = np.sqrt(sq.astype(np.float64))
+            score = distance / current.rms[labels]
+        elif current.spread == "none":  # a model that has not absorbed any rows yet
+            distance = np.sqrt(sq.astype(np.float64))
+            score = np.where(distance > 0, _F64_MAX, 0.0)
+        else:
+            distance, score = anomaly_scores(state, labels, sq)
         distance32 = distance.astype(np.float32)
         # A model with no spread yet scores any distance as float64's largest: keep it finite.
         score32 = np.minimum(score, _F32_MAX).astype(np.float32)
         if self._metrics is not None:
             self._metrics.observe_batch(rows)
+        version = state.version
+        if len(taken) == 1:
+            taken[0][1](Scores(labels, distance32, score32, version))
+            return
         start = 0
-        for Xi, future in taken:
+        for Xi, answer in taken:
             stop = start + Xi.shape[0]
-            future.set_result(
-                Scores(
-                    labels[start:stop],
-                    distance32[start:stop],
-                    score32[start:stop],
-                    state.version,
-                )
-            )
+            answer(Scores(labels[start:stop], distance32[start:stop], score32[start:stop], version))
             start = stop
 
     def _fail_queue(self, exc: Exception) -> None:
         while self._queue:
-            X, future = self._queue.popleft()
+            X, answer = self._queue.popleft()
             self._queued_rows -= X.shape[0]
-            if not future.done():
-                future.set_exception(exc)
+            answer(exc)

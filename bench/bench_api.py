@@ -1,6 +1,9 @@
 """Benchmark `streamkm api` (REST and gRPC) against scikit-learn model servers, same run.
 
-Run: .venv/bin/python bench/bench_api.py [--duration 5] [--no-write]
+Run: .venv/bin/python bench/bench_api.py [--duration 5] [--no-write] [--only rest]
+
+`--only rest` measures streamkm's REST endpoint alone (no gRPC, no baselines), adds the latency
+of one sequential connection, prints, and leaves docs/ alone: the loop for tuning the REST path.
 
 One model (k = 8, d = 8 centres) is imported into streamkm with `streamkm model import` on the
 embedded broker and given to scikit-learn's `KMeans` (fit on the centres, ``init=centres``,
@@ -377,12 +380,16 @@ _BUCKETS = [
     ("_requested_outputs", "routing and request checks"),
     ("_checked", "validation, queueing (Scorer.submit)"),
     ("submit", "validation, queueing (Scorer.submit)"),
+    ("submit_then", "validation, queueing (Scorer.submit)"),
     ("model_assign", "kernel (model_assign, anomaly_scores)"),
     ("anomaly_scores", "kernel (model_assign, anomaly_scores)"),
     ("_flush", "batching (Scorer._flush around the kernel)"),
     ("_infer_reply", "JSON encode of the answer (_infer_reply)"),
     ("_drain", "response framing, socket write (_drain)"),
+    ("_head", "response framing, socket write (_drain)"),
     ("_complete", "futures and callbacks"),
+    ("answer", "futures and callbacks"),
+    ("_settle", "futures and callbacks"),
     ("done", "futures and callbacks"),
     ("_then", "futures and callbacks"),
     ("_infer", "routing and request checks"),
@@ -469,17 +476,27 @@ def main(args: argparse.Namespace) -> str:
             check_grpc(grpc_port, check_X, expected)
             log_phase("streamkm REST")
             figures["api_rest"] = measure_rest("streamkm api, REST", base, tmp, seconds, centers)
-            log_phase("streamkm gRPC")
-            figures["api_grpc"] = measure_grpc(
-                "streamkm api, gRPC", grpc_port, tmp, seconds, centers,
-                lambda: api_grpc_codes(metrics),
-            )  # fmt: skip
+            if args.only == "rest":
+                sequential = {
+                    "infer": wrk(f"{base}/v2/models/{MODEL}/infer", seconds, tmp / "rest-1.json",
+                                 threads=1, connections=1),
+                    "empty handler": wrk(f"{base}/v2/health/live", seconds, None, threads=1,
+                                         connections=1),
+                }  # fmt: skip
+            else:
+                log_phase("streamkm gRPC")
+                figures["api_grpc"] = measure_grpc(
+                    "streamkm api, gRPC", grpc_port, tmp, seconds, centers,
+                    lambda: api_grpc_codes(metrics),
+                )  # fmt: skip
             if not args.no_profile:
                 log_phase("profile")
                 profile = profile_api(
                     api.proc.pid, f"{base}/v2/models/{MODEL}/infer", tmp / "rest-1.json",
                     seconds, tmp / "profile.txt",
                 )  # fmt: skip
+        if args.only == "rest":
+            return report_rest(args, figures["api_rest"], sequential, profile)
         port = free_port()
         fastapi_argv = [PY, str(BASELINES / "fastapi_server.py"), str(tmp / "centers.npy"),
                         "--port", str(port), "--model", MODEL]  # fmt: skip
@@ -518,21 +535,7 @@ def report(
     args: argparse.Namespace, f: dict[str, Figures], profile: list[tuple[str, float]]
 ) -> str:
     rest, grpc, a, b = f["api_rest"], f["api_grpc"], f["fastapi"], f["grpcio"]
-
-    def codes(c: Counter[str], failed: int) -> str:
-        parts = [f"{n:,} x {code}" for code, n in sorted(c.items())]
-        if failed:
-            parts.append(f"{failed:,} no answer")
-        return ", ".join(parts) or "none"
-
-    def row(x: Figures) -> str:
-        return (
-            f"| {x.name} | {x.max_rps:,.0f} | {x.ceiling_rps:,.0f} | "
-            f"{x.max_rps / x.ceiling_rps:.0%} | {x.half.rps:,.0f}: {x.half.p50_ms:.2f} / "
-            f"{x.half.p99_ms:.2f} | {x.floor.p50_ms:.2f} / {x.floor.p99_ms:.2f} | "
-            f"{x.double.rps:,.0f}: {x.double.p99_ms:.1f} | "
-            f"{codes(x.double_codes, x.double.failed)} | {x.rows_per_s:,.0f} |"
-        )
+    codes, row = _codes, _row
 
     def met(ok: bool) -> str:
         return "yes" if ok else "**no**"
@@ -566,11 +569,7 @@ def report(
         f"| rows/s, {ROWS} vectors per request | REST {rest.rows_per_s / a.rows_per_s:.1f}x (a), "
         f"gRPC {grpc.rows_per_s / b.rows_per_s:.1f}x (b) | measured |",
         "",
-        "| server | max req/s, 1 vector | empty handler req/s | of the ceiling | "
-        "at 50%: req/s answered: p50 / p99 ms | empty handler at that rate: p50 / p99 ms | "
-        "at 2x: req/s answered: p99 ms | "
-        "answers at 2x by code | rows/s, 256 per request |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        *_TABLE_HEAD,
         row(rest),
         row(a),
         row(grpc),
@@ -596,19 +595,72 @@ def report(
         f"with {ROWS} vectors per request. Same centres everywhere; each server's answers were "
         "checked against `engine.assign` before it was measured.",
     ]
-    if profile:
-        lines += [
-            "",
-            f"Where the api's time goes at the REST maximum (py-spy, 200 Hz, busy samples; "
-            f"the empty handler answers {rest.ceiling_rps:,.0f} req/s, infer "
-            f"{rest.max_rps:,.0f}, so an infer costs {1e6 / rest.max_rps:.0f} µs of which the "
-            f"HTTP server's floor is {1e6 / rest.ceiling_rps:.0f} µs):",
-            "",
-            "| part | share of samples |",
-            "| --- | ---: |",
-            *(f"| {name} | {share:.0%} |" for name, share in profile),
-        ]
-    return "\n".join(lines)
+    return "\n".join(lines + _profile_lines(rest, profile))
+
+
+_TABLE_HEAD = [
+    "| server | max req/s, 1 vector | empty handler req/s | of the ceiling | "
+    "at 50%: req/s answered: p50 / p99 ms | empty handler at that rate: p50 / p99 ms | "
+    "at 2x: req/s answered: p99 ms | "
+    "answers at 2x by code | rows/s, 256 per request |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+]
+
+
+def _codes(c: Counter[str], failed: int) -> str:
+    parts = [f"{n:,} x {code}" for code, n in sorted(c.items())]
+    if failed:
+        parts.append(f"{failed:,} no answer")
+    return ", ".join(parts) or "none"
+
+
+def _row(x: Figures) -> str:
+    return (
+        f"| {x.name} | {x.max_rps:,.0f} | {x.ceiling_rps:,.0f} | "
+        f"{x.max_rps / x.ceiling_rps:.0%} | {x.half.rps:,.0f}: {x.half.p50_ms:.2f} / "
+        f"{x.half.p99_ms:.2f} | {x.floor.p50_ms:.2f} / {x.floor.p99_ms:.2f} | "
+        f"{x.double.rps:,.0f}: {x.double.p99_ms:.1f} | "
+        f"{_codes(x.double_codes, x.double.failed)} | {x.rows_per_s:,.0f} |"
+    )
+
+
+def report_rest(
+    args: argparse.Namespace,
+    rest: Figures,
+    sequential: dict[str, Load],
+    profile: list[tuple[str, float]],
+) -> str:
+    """The `--only rest` report: streamkm's REST row, one sequential connection, the profile."""
+    lines = [
+        f"streamkm api, REST only ({args.duration:g} s per figure)",
+        "",
+        *_TABLE_HEAD,
+        _row(rest),
+        "",
+        "| one connection, sequential (`wrk -t1 -c1`) | req/s | p50 / p99 ms |",
+        "| --- | ---: | ---: |",
+        *(
+            f"| {name} | {x.rps:,.0f} | {x.p50_ms:.3f} / {x.p99_ms:.3f} |"
+            for name, x in sequential.items()
+        ),
+    ]
+    return "\n".join(lines + _profile_lines(rest, profile))
+
+
+def _profile_lines(rest: Figures, profile: list[tuple[str, float]]) -> list[str]:
+    if not profile:
+        return []
+    return [
+        "",
+        f"Where the api's time goes at the REST maximum (py-spy, 200 Hz, busy samples; "
+        f"the empty handler answers {rest.ceiling_rps:,.0f} req/s, infer "
+        f"{rest.max_rps:,.0f}, so an infer costs {1e6 / rest.max_rps:.0f} µs of which the "
+        f"HTTP server's floor is {1e6 / rest.ceiling_rps:.0f} µs):",
+        "",
+        "| part | share of samples |",
+        "| --- | ---: |",
+        *(f"| {name} | {share:.0%} |" for name, share in profile),
+    ]
 
 
 def only_shedding(x: Figures) -> bool:
@@ -621,6 +673,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=5.0, help="seconds per figure (5)")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    p.add_argument(
+        "--only",
+        choices=["rest"],
+        help="measure streamkm's REST endpoint alone and print it (docs/ left alone)",
+    )
     return p.parse_args()
 
 
@@ -628,6 +685,6 @@ if __name__ == "__main__":
     args = parse_args()
     text = main(args)
     print(text)
-    if not args.no_write:
+    if not args.no_write and args.only is None:
         write_section("api", text)
         print(f"\nwritten to {BENCHMARKS}", file=sys.stderr)

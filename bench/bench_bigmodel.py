@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import statistics
 import sys
 import time
@@ -36,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench_service import serve_gc  # bench/bench_service.py
-from report import BENCHMARKS, machine_facts, write_section  # bench/report.py
+from report import machine_facts, run_and_report  # bench/report.py
 
 from engine import ModelState, model_batch_stats, warmup
 from model.log import open_model, publish_message
@@ -316,19 +315,12 @@ def report(args: argparse.Namespace, results: dict[int, list[Drain]]) -> str:
     )
 
 
-def parse_args() -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=2, help="runs (default 2)")
     p.add_argument("--count", type=int, default=30_000, help="records per drain (30000)")
-    p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
-    return p.parse_args()
+    return p
 
 
 if __name__ == "__main__":
-    args = parse_args()
-    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    text = asyncio.run(main(args))
-    print(text)
-    if not args.no_write:
-        write_section("bigmodel", text)
-        print(f"\nwritten to {BENCHMARKS}", file=sys.stderr)
+    run_and_report("bigmodel", main, parser())

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ import uuid
 
 from aiokafka import AIOKafkaProducer
 from bench_service import serve_gc  # bench/bench_service.py
-from report import BENCHMARKS, machine_facts, write_section  # bench/report.py
+from report import machine_facts, run_and_report  # bench/report.py
 
 from engine import warmup
 from model.topics import TopicSpec, ensure_topics
@@ -169,19 +168,12 @@ def report(args: argparse.Namespace, rates: dict[str, list[float]]) -> str:
     )
 
 
-def parse_args() -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=3, help="runs (default 3)")
     p.add_argument("--count", type=int, default=200_000, help="records per drain (200000)")
-    p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
-    return p.parse_args()
+    return p
 
 
 if __name__ == "__main__":
-    args = parse_args()
-    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    text = asyncio.run(main(args))
-    print(text)
-    if not args.no_write:
-        write_section("fields", text)
-        print(f"\nwritten to {BENCHMARKS}", file=sys.stderr)
+    run_and_report("fields", main, parser())

@@ -15,16 +15,14 @@ Run: .venv/bin/python bench/bench_staleness.py [--runs 3] [--count 200000] [--no
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
-import logging
 import statistics
 import sys
 import uuid
 from pathlib import Path
 
 from bench_fields import drain  # bench/bench_fields.py
-from report import BENCHMARKS, machine_facts, write_section  # bench/report.py
+from report import machine_facts, run_and_report  # bench/report.py
 
 from engine import warmup
 from stream.broker import EmbeddedBroker
@@ -145,19 +143,12 @@ async def main(args: argparse.Namespace) -> str:
     )
 
 
-def parse_args() -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=3, help="drain runs (default 3)")
     p.add_argument("--count", type=int, default=200_000, help="records per drain (200000)")
-    p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
-    return p.parse_args()
+    return p
 
 
 if __name__ == "__main__":
-    args = parse_args()
-    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    text = asyncio.run(main(args))
-    print(text)
-    if not args.no_write:
-        write_section("staleness", text)
-        print(f"\nwritten to {BENCHMARKS}", file=sys.stderr)
+    run_and_report("staleness", main, parser())

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
 import os
 import platform
 import re
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -38,3 +43,20 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def run_and_report(
+    section: str,
+    main: Callable[[argparse.Namespace], Awaitable[str]],
+    parser: argparse.ArgumentParser,
+) -> None:
+    """A benchmark script's entry point: `--no-write` is added to `parser`; the table `main`
+    returns is printed and written to its section of docs/benchmarks.md."""
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    text = asyncio.run(main(args))
+    print(text)
+    if not args.no_write:
+        write_section(section, text)
+        print(f"\nwritten to {BENCHMARKS}", file=sys.stderr)

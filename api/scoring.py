@@ -44,7 +44,6 @@ __all__ = ["Answer", "InvalidInput", "NotReady", "Overloaded", "Scorer", "Scores
 log = logging.getLogger("streamkm.api")
 
 _F32_MAX = float(np.finfo(np.float32).max)
-_F64_MAX = float(np.finfo(np.float64).max)
 # Up to this many values, a Python loop checks finiteness in a third of NumPy's call overhead.
 _SMALL = 64
 
@@ -99,7 +98,6 @@ class _Version:
     fields: tuple[FieldSpec, ...] | None
     field_texts: tuple[str, ...] | None
     rms: np.ndarray  # state.rms(), computed once per version
-    spread: str  # "all": every cluster's rms > 0; "none": every one's is 0; else "some"
     d: int
 
 
@@ -160,9 +158,8 @@ class Scorer:
             texts = params.fields
             fields = None if texts is None else parse_fields(",".join(texts))
             rms = state.rms()
-            spread = "all" if np.all(rms > 0) else "none" if np.all(rms == 0) else "some"
             centers = model_centers(state)
-            self._current = _Version(state, centers, fields, texts, rms, spread, state.d)
+            self._current = _Version(state, centers, fields, texts, rms, state.d)
         if self._metrics is not None:
             lag = self._updates.lag if self._updates is not None else 0
             self._metrics.set_model(state.version, lag)
@@ -312,16 +309,7 @@ class Scorer:
             return
         X = taken[0][0] if len(taken) == 1 else np.concatenate([t[0] for t in taken])
         labels, sq = model_assign(X, state, current.centers)
-        # anomaly_scores' arithmetic where its masks select all rows or none, without
-        # recomputing state.rms() per call: most of its time on a few rows.
-        if current.spread == "all":
-            distance = np.sqrt(sq.astype(np.float64))
-            score = distance / current.rms[labels]
-        elif current.spread == "none":  # a model that has not absorbed any rows yet
-            distance = np.sqrt(sq.astype(np.float64))
-            score = np.where(distance > 0, _F64_MAX, 0.0)
-        else:
-            distance, score = anomaly_scores(state, labels, sq)
+        distance, score = anomaly_scores(state, labels, sq, current.rms)
         distance32 = distance.astype(np.float32)
         # A model with no spread yet scores any distance as float64's largest: keep it finite.
         score32 = np.minimum(score, _F32_MAX).astype(np.float32)

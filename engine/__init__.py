@@ -13,6 +13,7 @@ from .stats import (
     model_batch_stats,
     model_centers,
     scaled_batch_stats,
+    seeded_state,
 )
 from .streaming import StreamingKMeans
 from .update import UpdateResult, anomaly_scores, apply_update, decay_factor
@@ -38,5 +39,6 @@ __all__ = [
     "model_centers",
     "random_init",
     "scaled_batch_stats",
+    "seeded_state",
     "warmup",
 ]

@@ -291,3 +291,16 @@ def model_assign(
     if state.scaler is None:
         return assign(X, C)
     return assign(state.scaler.standardize(X), C)
+
+
+def seeded_state(sample: np.ndarray, centers: np.ndarray, scaler: Scaler | None) -> ModelState:
+    """A model's first state: `centers` with the counts and spread of `sample` (the warm-up
+    rows) as their weights and squared-distance sums, so records labeled before the first
+    update get real scores (with zero weights every score would be 'infinitely surprising')."""
+    bare = ModelState.initial(centers, scaler=scaler)
+    _, _, stats = model_batch_stats(sample, bare)
+    weights = stats.counts.astype(np.float64)
+    sq_sums = np.ascontiguousarray(stats.sq_sums, dtype=np.float64)
+    for arr in (weights, sq_sums):
+        arr.setflags(write=False)
+    return ModelState(bare.centers, weights, sq_sums, bare.version, scaler)

@@ -131,11 +131,15 @@ def _reseed(
 
 
 def anomaly_scores(
-    state: ModelState, labels: np.ndarray, sq_dist: np.ndarray
+    state: ModelState, labels: np.ndarray, sq_dist: np.ndarray, rms: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Distances and anomaly scores (distance / the cluster's running RMS distance)."""
+    """Distances and anomaly scores (distance / the cluster's running RMS distance).
+
+    `rms` may pass `state.rms()` computed once per model version (the request path scores a
+    few rows at a time, where recomputing it dominates).
+    """
     distance = np.sqrt(sq_dist.astype(np.float64))
-    rms = state.rms()[labels]
+    rms = (state.rms() if rms is None else rms)[labels]
     score = np.divide(distance, rms, out=np.zeros_like(distance), where=rms > 0)
     # A model with no spread at all yet: any non-zero distance is maximally surprising.
     score[(rms <= 0) & (distance > 0)] = np.finfo(np.float64).max

@@ -28,11 +28,11 @@ from aiokafka.errors import KafkaError
 from engine import (
     BatchStats,
     KMeans,
-    ModelState,
     Scaler,
     anomaly_scores,
     kmeans_plusplus,
     model_batch_stats,
+    seeded_state,
     warmup,
 )
 from metrics import MetricsPortInUseError, MetricsServer, ServiceMetrics
@@ -479,7 +479,7 @@ class Service:
             fields=None if self._schema is None else tuple(self._schema),
             scale=s.scale,
         )
-        state = _seeded_state(sample, centers, scaler)
+        state = seeded_state(sample, centers, scaler)
         await publish_init(self.producer, s.updates_topic, state, params, self.instance)
         self._init_sent = True
         log.info("published init for model %r from %d warm-up records", s.model, len(sample))
@@ -829,27 +829,6 @@ def initial_centers(sample: np.ndarray, k: int) -> np.ndarray:
         return kmeans_plusplus(X, k, seed=0)
     fits = [KMeans(n_clusters=k, seed=seed).fit(X) for seed in range(_INIT_FITS)]
     return min(fits, key=lambda f: f.inertia_).cluster_centers_
-
-
-def _seeded_state(sample: np.ndarray, centers: np.ndarray, scaler: Scaler | None) -> ModelState:
-    """The init's state: the centres with the warm-up sample's counts and spread as their weights
-    and squared-distance sums, so records labeled before the first update get real scores (with
-    zero weights every score would be 'infinitely surprising')."""
-    bare = ModelState.initial(centers, scaler=scaler)
-    _, _, stats = model_batch_stats(sample, bare)
-    return ModelState(
-        bare.centers,
-        _frozen(stats.counts.astype(np.float64)),
-        _frozen(stats.sq_sums),
-        bare.version,
-        scaler,
-    )
-
-
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    a.setflags(write=False)
-    return a
 
 
 class SchemaMismatch(RuntimeError):

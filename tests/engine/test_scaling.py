@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler
 
-from engine import BatchStats, ModelState, Scaler, apply_update, batch_stats, scaled_batch_stats
+from engine import (
+    BatchStats,
+    ModelState,
+    Scaler,
+    anomaly_scores,
+    apply_update,
+    batch_stats,
+    model_batch_stats,
+    scaled_batch_stats,
+    seeded_state,
+)
 from engine.scaling import feature_m2
 
 
@@ -120,3 +130,15 @@ def test_statistics_without_moments_are_refused_by_a_scaled_model():
     _, _, plain = batch_stats(X, state.centers)
     with pytest.raises(ValueError, match="feature moments"):
         apply_update(state, plain)
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_a_seeded_state_weighs_the_sample_so_first_scores_are_finite(scaled):
+    X = _mixed_scale(400, seed=7)
+    scaler = Scaler.fit(X) if scaled else None
+    state = seeded_state(X, X[:3].astype(np.float64), scaler)
+    assert state.weights.sum() == len(X) and state.version == 1
+    assert (state.scaler is None) == (not scaled)
+    labels, sq, _ = model_batch_stats(X, state)
+    _, score = anomaly_scores(state, labels, sq)
+    assert np.isfinite(score).all() and np.median(score) < 10

@@ -133,3 +133,21 @@ async def batch_codecs(bootstrap: str, topic: str) -> set[int]:
     finally:
         await client.close()
     return codecs
+
+
+async def all_records(bootstrap: str, topic: str) -> list:
+    """Every record of a one-partition topic, tombstones included, up to its high watermark."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    tp = TopicPartition(topic, 0)
+    out: list = []
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        while True:
+            out += (await consumer.getmany(tp, timeout_ms=300)).get(tp, [])
+            high = consumer.highwater(tp)
+            if high is not None and await consumer.position(tp) >= high:
+                return out
+    finally:
+        await consumer.stop()

@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.fetch import FetchRequest
-from kafka_helpers import unique_name
+from kafka_helpers import all_records, unique_name
 from serve_process import ServeProcess
 
 from engine import BatchStats, ModelState, batch_stats
@@ -44,24 +44,6 @@ K, D = 600, 1024
 
 
 # --- reading the model topics back, raw ----------------------------------------------------
-
-
-async def all_records(bootstrap: str, topic: str) -> list:
-    """Every record of a one-partition topic, tombstones included, up to its high watermark."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    tp = TopicPartition(topic, 0)
-    out: list = []
-    try:
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        while True:
-            out += (await consumer.getmany(tp, timeout_ms=300)).get(tp, [])
-            high = consumer.highwater(tp)
-            if high is not None and await consumer.position(tp) >= high:
-                return out
-    finally:
-        await consumer.stop()
 
 
 def record_bytes(rec) -> int:

@@ -17,6 +17,7 @@ from aiokafka.record.util import calc_crc32c
 from kafka_helpers import Rec, batch_codecs, consume_records, produce_records, unique_name
 from serve_process import ServeProcess
 from test_service import running, wait_labeled
+from test_service import settings_for as service_settings
 
 from stream.config import Settings
 from stream.fetch import UnreadableBatchError, fetch
@@ -40,21 +41,9 @@ DLQ_NAMES = [
 
 
 def settings_for(broker, topic: str, **kw) -> Settings:
-    base = dict(
-        bootstrap=broker.bootstrap,
-        input_topic=topic,
-        output_topic=f"{topic}.labels",
-        group=unique_name("g"),
-        model=unique_name("m"),
-        k=2,
-        dim=2,
-        warmup=100,
-        metrics_port=0,
-        session_timeout=2.0,
-        refit_every=100,
-        refit_interval=0.2,
-    )
-    return Settings(**(base | kw))
+    """test_service's settings, for small 2-D models that learn fast."""
+    small = dict(k=2, dim=2, warmup=100, max_batch=4096, session_timeout=2.0, refit_every=100)
+    return service_settings(broker, topic, **(small | kw))
 
 
 def valid(i: int) -> bytes:

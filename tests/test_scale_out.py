@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka_helpers import consume_records, unique_name
+from kafka_helpers import all_records, consume_records, unique_name
 from serve_process import ServeProcess
 
 from engine import BatchStats
@@ -191,21 +191,3 @@ async def test_two_models_on_one_broker_never_see_each_others_updates(broker, ne
             BatchStats.from_bytes(r.value).d for r in records if message_type(r.headers) == STATS
         }
         assert shapes == {d}
-
-
-async def all_records(bootstrap: str, topic: str) -> list:
-    """Every record of a one-partition topic, up to its high watermark."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    tp = TopicPartition(topic, 0)
-    out: list = []
-    try:
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        while True:
-            out += (await consumer.getmany(tp, timeout_ms=300)).get(tp, [])
-            high = consumer.highwater(tp)
-            if high is not None and await consumer.position(tp) >= high:
-                return out
-    finally:
-        await consumer.stop()

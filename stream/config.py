@@ -51,6 +51,7 @@ __all__ = [
 INPUT_FORMATS = ("json", "f32")
 SCALINGS = ("none", "standard")
 SCENARIOS = ("blobs", "transactions")
+SCENARIO_HELP = "blobs (feature vectors) or transactions (card payments with named fields)"
 COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -177,9 +178,7 @@ class ProduceOptions:
 
     bootstrap: str = opt("localhost:9092", "Kafka bootstrap servers, host:port[,host:port]")
     topic: str = opt("features", "topic to write to")
-    scenario: str = opt(
-        "blobs", "blobs (feature vectors) or transactions (card payments with named fields)"
-    )
+    scenario: str = opt("blobs", SCENARIO_HELP)
     count: int = opt(100_000, "records to produce")
     rate: float = opt(0.0, "records per second (0: as fast as possible)")
     dim: int = opt(8, "feature dimension")
@@ -205,9 +204,7 @@ class ProduceOptions:
 class DemoOptions:
     """Settings of `streamkm demo`: embedded broker, producer and service in one process."""
 
-    scenario: str = opt(
-        "blobs", "blobs (feature vectors) or transactions (card payments with named fields)"
-    )
+    scenario: str = opt("blobs", SCENARIO_HELP)
     count: int = opt(200_000, "records to produce")
     rate: float = opt(20_000.0, "records per second (0: as fast as possible)")
     k: int = opt(8, "number of clusters (and of generated blobs)")

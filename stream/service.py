@@ -73,6 +73,8 @@ _DIMENSION_REASONS = frozenset({"wrong_dimension", "wrong_size"})
 # Longest wait for our own statistics to come back before labeling anyway (with an ERROR, and
 # streamkm_model_staleness_records above its limit for the alert): labels late beat no labels.
 _STALENESS_PATIENCE_S = 10.0
+# Longest a shutdown waits for statistics records in flight (the producer's request timeout).
+_STATS_SEND_TIMEOUT_S = 15.0
 # While nothing valid arrives, repeat the ERROR this often (seconds).
 _NO_VALID_WARN_EVERY_S = 30.0
 # Batches sent but not yet acknowledged, at most: bounds memory when the output is slow, and
@@ -728,9 +730,19 @@ class Service:
         self.metrics.record_batch(n_labeled=0, stage_seconds={"update": time.perf_counter() - t0})
 
     async def _stats_sent(self) -> None:
-        """Wait until every stats record handed to the producer is acknowledged (or failed)."""
-        while self._publishing:
-            await asyncio.gather(*self._publishing, return_exceptions=True)
+        """Wait until every stats record handed to the producer is acknowledged (or failed),
+        for at most the producer's own request timeout: shutdown must not hang on one."""
+        if not self._publishing:
+            return
+        _, pending = await asyncio.wait(set(self._publishing), timeout=_STATS_SEND_TIMEOUT_S)
+        if pending:
+            log.warning(
+                "stopping with %d model statistics records unacknowledged after %.0fs",
+                len(pending),
+                _STATS_SEND_TIMEOUT_S,
+            )
+            for task in pending:
+                task.cancel()
 
     async def _watch_health(self) -> None:
         """Beside the loop, which may be waiting on the broker: check it every second."""

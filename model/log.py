@@ -104,6 +104,12 @@ class UpdateLog:
                 return False
         return True
 
+    async def wake(self) -> None:
+        """Make waiters check their predicate again: something it reads besides the replica
+        changed (for the service, the acknowledgement of its own statistics)."""
+        async with self._changed:
+            self._changed.notify_all()
+
     async def stop(self) -> None:
         """Stop following and close the consumer."""
         if self._task is not None:

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from api.config import ApiOptions
+from api.grpc import GrpcServer, serve_grpc
 from api.http import HttpServer
 from api.scoring import Scorer
 from metrics.api_metrics import ApiMetrics
@@ -31,7 +32,7 @@ class ApiApp:
         self.metrics_server = MetricsServer(
             self.metrics, options.metrics_host, options.metrics_port, ready=self._readiness
         )
-        self._grpc: Any = None
+        self._grpc: GrpcServer | None = None
 
     def _readiness(self) -> tuple[bool, str]:
         if self.scorer.ready():
@@ -44,7 +45,7 @@ class ApiApp:
             self.metrics_server.start()
             await self.http.start()
             if self.options.grpc_port:
-                self._grpc = await _start_grpc(self.scorer, self.options, self.metrics)
+                self._grpc = await serve_grpc(self.scorer, self.options, self.metrics)
             await self.scorer.start()
         except BaseException:
             await self.stop()
@@ -64,16 +65,6 @@ class ApiApp:
             self._grpc = None
         await self.scorer.stop()
         self.metrics_server.stop()
-
-
-async def _start_grpc(scorer: Scorer, options: ApiOptions, metrics: ApiMetrics) -> Any:
-    try:
-        from api.grpc import serve_grpc  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as e:
-        raise RuntimeError(
-            f"gRPC is not available in this build ({e}); run with --grpc-port 0"
-        ) from None
-    return await serve_grpc(scorer, options, metrics)
 
 
 async def serve_api(options: ApiOptions) -> None:

@@ -6,10 +6,13 @@
     --> cluster INT32, distance FP32, score FP32 as raw_output_contents (what tritonclient
     reads), model_version = the version that answered
 
+The calls arrive through api/h2.py, a small HTTP/2 layer of our own (why not grpcio: there),
+and are answered from the Scorer's flush, with no coroutine or future per call.
+
 Each failure is a status code the protocol's clients act on: INVALID_ARGUMENT with a message
 that says what to fix, NOT_FOUND for another model, UNAUTHENTICATED without the token,
-UNAVAILABLE before the model is loaded, RESOURCE_EXHAUSTED when load is shed — and gRPC's own
-answer to a message over --max-body-bytes, which never reaches a handler. The health RPCs
+UNAVAILABLE before the model is loaded, RESOURCE_EXHAUSTED when load is shed or a message is
+over --max-body-bytes (refused by the HTTP/2 layer before it is read). The health RPCs
 (ServerLive, ServerReady) need no token, like the REST health checks. A request's
 `model_version` is not enforced: an api serves only the newest version, and says which in each
 answer.
@@ -17,23 +20,32 @@ answer.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Any
 
-import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from api.config import ApiOptions
+from api.h2 import Call, GrpcServer, leb128
 from api.proto import grpc_predict_v2_pb2 as pb
-from api.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from api.scoring import InvalidInput, NotReady, Overloaded, Scorer, Scores
 from metrics.api_metrics import ApiMetrics
 
-__all__ = ["INPUT_NAME", "OUTPUTS", "GrpcPortInUseError", "RpcError", "serve_grpc"]
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUTS",
+    "GrpcPortInUseError",
+    "GrpcServer",
+    "RpcError",
+    "Status",
+    "serve_grpc",
+]
 
 log = logging.getLogger("streamkm.api")
 
@@ -43,9 +55,24 @@ OUTPUTS = {"cluster": "INT32", "distance": "FP32", "score": "FP32"}
 """The model's outputs and their datatypes, in the order they are answered."""
 _INPUT_DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 _OUTPUT_DTYPES: dict[str, np.dtype[Any]] = {"INT32": np.dtype("<i4"), "FP32": np.dtype("<f4")}
+_ALL_OUTPUTS = tuple(OUTPUTS)
 _PLATFORM = "streamkm"
+_SERVICE = "/inference.GRPCInferenceService/"
 
-Response = TypeVar("Response")
+
+class Status(IntEnum):
+    """The gRPC status codes the api answers (grpc/status.proto)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    NOT_FOUND = 5
+    RESOURCE_EXHAUSTED = 8
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    UNAUTHENTICATED = 16
 
 
 class GrpcPortInUseError(OSError):
@@ -55,19 +82,21 @@ class GrpcPortInUseError(OSError):
 class RpcError(Exception):
     """An answer other than OK: the status code and the message for the client."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: Status, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
 
 
-def requested_outputs(request: pb.ModelInferRequest) -> list[str]:
+def requested_outputs(request: pb.ModelInferRequest) -> tuple[str, ...]:
     """The outputs the request names, in its order; all of them when it names none."""
-    names = [o.name for o in request.outputs] or list(OUTPUTS)
+    if not request.outputs:
+        return _ALL_OUTPUTS
+    names = tuple(o.name for o in request.outputs)
     for name in names:
         if name not in OUTPUTS:
             raise RpcError(
-                grpc.StatusCode.INVALID_ARGUMENT,
+                Status.INVALID_ARGUMENT,
                 f"unknown output {name!r}; this model answers {', '.join(OUTPUTS)}",
             )
     return names
@@ -109,93 +138,143 @@ def decode_input(request: pb.ModelInferRequest) -> np.ndarray:
     return values.reshape(shape)
 
 
-def encode_outputs(names: list[str], scores: Scores, model: str, request_id: str) -> Any:
-    """The ModelInferResponse holding the named outputs as raw little-endian bytes."""
-    response = pb.ModelInferResponse(
-        model_name=model, model_version=str(scores.version), id=request_id
-    )
+def encode_outputs(names: tuple[str, ...], scores: Scores, model: str, request_id: str) -> bytes:
+    """The serialized ModelInferResponse holding the named outputs as raw little-endian bytes.
+
+    Written directly in protobuf's wire format (grpc_predict_v2.proto: model_name = 1,
+    model_version = 2, id = 3, outputs = 5, raw_output_contents = 6): building the message
+    object costs more than the rest of a one-row call. tests/test_api_grpc.py checks it
+    against the message protobuf builds.
+    """
     n = len(scores.cluster)
+    out = [_head(model, scores.version), _field(3, request_id.encode()) if request_id else b""]
+    out.append(_output_tensors(names, n))
     for name in names:
-        datatype = OUTPUTS[name]
-        response.outputs.add(name=name, datatype=datatype, shape=[n])
-        values = getattr(scores, name).astype(_OUTPUT_DTYPES[datatype], copy=False)
-        response.raw_output_contents.append(values.tobytes())
-    return response
+        values = getattr(scores, name).astype(_OUTPUT_DTYPES[OUTPUTS[name]], copy=False)
+        out.append(_field(6, values.tobytes()))
+    return b"".join(out)
+
+
+_SMALL_VARINTS = [bytes([i]) for i in range(0x80)]
+
+
+def _varint(value: int) -> bytes:
+    return _SMALL_VARINTS[value] if value < 0x80 else leb128(value)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return _SMALL_VARINTS[number << 3 | 2] + _varint(len(payload)) + payload
+
+
+@functools.lru_cache(maxsize=16)
+def _head(model: str, version: int) -> bytes:
+    """model_name and model_version, the same for every answer of a version."""
+    return _field(1, model.encode()) + _field(2, str(version).encode())
+
+
+@functools.lru_cache(maxsize=256)
+def _output_tensors(names: tuple[str, ...], n: int) -> bytes:
+    """The `outputs` entries (InferOutputTensor: name = 1, datatype = 2, shape = 3, packed)."""
+    return b"".join(
+        _field(
+            5, _field(1, name.encode()) + _field(2, OUTPUTS[name].encode()) + _field(3, _varint(n))
+        )
+        for name in names
+    )
 
 
 def _invalid(message: str) -> RpcError:
-    return RpcError(grpc.StatusCode.INVALID_ARGUMENT, message)
+    return RpcError(Status.INVALID_ARGUMENT, message)
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+def _status_of(exc: Exception) -> tuple[Status, str]:
+    if isinstance(exc, RpcError):
+        return exc.code, exc.message
+    if isinstance(exc, InvalidInput):
+        return Status.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, NotReady):
+        return Status.UNAVAILABLE, str(exc)
+    if isinstance(exc, Overloaded):
+        return Status.RESOURCE_EXHAUSTED, str(exc)
+    log.error("answering a gRPC call failed", exc_info=exc)
+    return Status.UNKNOWN, f"{type(exc).__name__}: {exc} (see the api's log)"
+
+
+class InferenceService:
     """The protocol's RPCs over one Scorer; every answer is counted and timed."""
 
     def __init__(self, scorer: Scorer, metrics: ApiMetrics, token: str | None) -> None:
         self._scorer = scorer
         self._metrics = metrics
         self._authorization = None if token is None else f"Bearer {token}".encode()
+        # name -> (request type, needs the token, answer); ModelInfer answers from the flush.
+        self._methods: dict[str, tuple[Any, bool, Callable[[Any], Any] | None]] = {
+            _SERVICE + "ServerLive": (pb.ServerLiveRequest, False, self._live),
+            _SERVICE + "ServerReady": (pb.ServerReadyRequest, False, self._server_ready),
+            _SERVICE + "ServerMetadata": (pb.ServerMetadataRequest, True, self._server_metadata),
+            _SERVICE + "ModelReady": (pb.ModelReadyRequest, True, self._model_ready),
+            _SERVICE + "ModelMetadata": (pb.ModelMetadataRequest, True, self._model_metadata),
+            _SERVICE + "ModelInfer": (pb.ModelInferRequest, True, None),
+        }
 
-    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await self._answer(self._live, request, context, authenticate=False)
-
-    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await self._answer(self._server_ready, request, context, authenticate=False)
-
-    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await self._answer(self._server_metadata, request, context, authenticate=True)
-
-    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await self._answer(self._model_ready, request, context, authenticate=True)
-
-    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await self._answer(self._model_metadata, request, context, authenticate=True)
-
-    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await self._answer(self._infer, request, context, authenticate=True)
-
-    async def _answer(
-        self,
-        rpc: Callable[[Any], Awaitable[Response]],
-        request: Any,
-        context: grpc.aio.ServicerContext,
-        authenticate: bool,
-    ) -> Response:
-        """Run one RPC: its status code comes from the exception it raised, if any."""
+    def __call__(self, call: Call) -> None:
+        """Answer one call, now or (ModelInfer) when its rows have been scored."""
         start = time.perf_counter()
-        code = grpc.StatusCode.OK
         try:
+            if call.refusal is not None:
+                raise RpcError(Status(call.refusal[0]), call.refusal[1])
+            method = self._methods.get(call.path)
+            if method is None:
+                raise RpcError(Status.UNIMPLEMENTED, f"unknown method {call.path}")
+            request_type, authenticate, answer = method
             if authenticate:
-                self._authenticate(context)
-            return await rpc(request)
-        except RpcError as exc:
-            code, message = exc.code, exc.message
-        except InvalidInput as exc:
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-        except NotReady as exc:
-            code, message = grpc.StatusCode.UNAVAILABLE, str(exc)
-        except Overloaded as exc:
-            code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED  # the client went away
-            raise
-        except Exception:
-            code = grpc.StatusCode.UNKNOWN  # what gRPC answers for an unhandled exception
-            raise
-        finally:
-            self._metrics.observe_request("grpc", code.name, time.perf_counter() - start)
-        await context.abort(code, message)
-        raise AssertionError("context.abort returned")  # it always raises
+                self._authenticate(call.headers)
+            assert call.message is not None
+            try:
+                request = request_type.FromString(call.message)
+            except DecodeError:
+                raise _invalid(f"the message is not a {request_type.__name__}") from None
+            if answer is None:
+                self._infer(call, request, start)
+                return
+            call.answer(answer(request).SerializeToString())
+            self._observe(Status.OK, start)
+        except Exception as exc:  # every failure is an answer with a status, never a crash
+            code, message = _status_of(exc)
+            call.fail(code, message)
+            self._observe(code, start)
 
-    def _authenticate(self, context: grpc.aio.ServicerContext) -> None:
+    def _observe(self, code: Status, start: float) -> None:
+        self._metrics.observe_request("grpc", code.name, time.perf_counter() - start)
+
+    def _infer(self, call: Call, request: Any, start: float) -> None:
+        self._check_model(request.model_name)
+        names = requested_outputs(request)  # before scoring: a bad name costs no kernel call
+        X = decode_input(request)
+        model, request_id = self._scorer.model, request.id
+
+        def answer(result: Scores | Exception) -> None:
+            if not call.open:
+                self._observe(Status.CANCELLED, start)  # the client went away
+            elif isinstance(result, Exception):
+                code, message = _status_of(result)
+                call.fail(code, message)
+                self._observe(code, start)
+            else:
+                call.answer(encode_outputs(names, result, model, request_id))
+                self._observe(Status.OK, start)
+
+        self._scorer.submit_then(X, answer)
+
+    def _authenticate(self, headers: dict[bytes, bytes]) -> None:
         if self._authorization is None:
             return
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization" and hmac.compare_digest(
-                value.encode() if isinstance(value, str) else value, self._authorization
-            ):
-                return
+        sent = headers.get(b"authorization")
+        if sent is not None and hmac.compare_digest(sent, self._authorization):
+            return
         raise RpcError(
-            grpc.StatusCode.UNAUTHENTICATED,
+            Status.UNAUTHENTICATED,
             "missing or wrong token: send metadata 'authorization: Bearer <token>' "
             "(the api's --api-token)",
         )
@@ -203,24 +282,24 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _check_model(self, name: str) -> None:
         if name != self._scorer.model:
             raise RpcError(
-                grpc.StatusCode.NOT_FOUND,
+                Status.NOT_FOUND,
                 f"model {name!r} is not served here; this api serves {self._scorer.model!r}",
             )
 
-    async def _live(self, request: Any) -> Any:
+    def _live(self, request: Any) -> Any:
         return pb.ServerLiveResponse(live=True)
 
-    async def _server_ready(self, request: Any) -> Any:
+    def _server_ready(self, request: Any) -> Any:
         return pb.ServerReadyResponse(ready=self._scorer.ready())
 
-    async def _server_metadata(self, request: Any) -> Any:
+    def _server_metadata(self, request: Any) -> Any:
         return pb.ServerMetadataResponse(name=_PLATFORM, version=_package_version())
 
-    async def _model_ready(self, request: Any) -> Any:
+    def _model_ready(self, request: Any) -> Any:
         self._check_model(request.name)
         return pb.ModelReadyResponse(ready=self._scorer.ready())
 
-    async def _model_metadata(self, request: Any) -> Any:
+    def _model_metadata(self, request: Any) -> Any:
         self._check_model(request.name)
         d = self._scorer.dim()
         if d is None:
@@ -234,12 +313,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[tensor(name=n, datatype=t, shape=[-1]) for n, t in OUTPUTS.items()],
         )
 
-    async def _infer(self, request: Any) -> Any:
-        self._check_model(request.model_name)
-        names = requested_outputs(request)  # before scoring: a bad name costs no kernel call
-        scores = await self._scorer.score(decode_input(request))
-        return encode_outputs(names, scores, self._scorer.model, request.id)
-
 
 def _package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -250,30 +323,22 @@ def _package_version() -> str:
         return "unknown"
 
 
-async def serve_grpc(scorer: Scorer, options: ApiOptions, metrics: ApiMetrics) -> grpc.aio.Server:
+async def serve_grpc(scorer: Scorer, options: ApiOptions, metrics: ApiMetrics) -> GrpcServer:
     """Start the gRPC endpoint on --http-host:--grpc-port; the caller stops it.
 
     Raises GrpcPortInUseError when the address cannot be bound.
     """
-    server = grpc.aio.server(
-        options=[
-            # A message over the limit is refused by gRPC before it is parsed.
-            ("grpc.max_receive_message_length", options.max_body_bytes),
-            # Without this a second api on the same port would share it silently.
-            ("grpc.so_reuseport", 0),
-        ]
-    )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(scorer, metrics, options.api_token), server
+    server = GrpcServer(
+        InferenceService(scorer, metrics, options.api_token), options.max_body_bytes
     )
     host = options.http_host
     address = f"[{host}]:{options.grpc_port}" if ":" in host else f"{host}:{options.grpc_port}"
     try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:
+        port = await server.start(host, options.grpc_port)
+    except OSError as exc:
         raise GrpcPortInUseError(
-            f"cannot listen for gRPC on {address}: {exc}; choose another --grpc-port"
+            f"cannot listen for gRPC on {address}: {exc.strerror or exc}; choose another "
+            "--grpc-port"
         ) from None
-    await server.start()
     log.info("gRPC endpoint on %s (port %d)", address, port)
     return server

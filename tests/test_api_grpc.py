@@ -18,11 +18,11 @@ from kafka_helpers import unique_name
 from tritonclient.utils import InferenceServerException
 
 from api.config import ApiOptions
-from api.grpc import GrpcPortInUseError, serve_grpc
+from api.grpc import OUTPUTS, GrpcPortInUseError, encode_outputs, serve_grpc
 from api.proto import generate
 from api.proto import grpc_predict_v2_pb2 as pb
 from api.proto import grpc_predict_v2_pb2_grpc as pb_grpc
-from api.scoring import Scorer
+from api.scoring import Scorer, Scores
 from engine import assign
 from metrics.api_metrics import ApiMetrics
 from stream.config import ImportOptions
@@ -137,6 +137,31 @@ def triton_infer(url: str, model: str, X: np.ndarray, datatype: str, outputs=Non
         return client.infer(model, [tensor], outputs=requested, headers=headers)
     finally:
         client.close()
+
+
+@pytest.mark.parametrize(
+    "names", [("cluster", "distance", "score"), ("score",), ("distance", "cluster")]
+)
+@pytest.mark.parametrize("n", [1, 3, 300])
+@pytest.mark.parametrize("request_id", ["", "req-7"])
+def test_the_hand_written_response_is_the_message_protobuf_builds(names, n, request_id):
+    rng = np.random.default_rng(n)
+    scores = Scores(
+        cluster=rng.integers(0, 5, n).astype(np.int32),
+        distance=rng.random(n).astype(np.float32),
+        score=rng.random(n).astype(np.float32) * 4,
+        version=2**40 + n,
+    )
+    expected = pb.ModelInferResponse(
+        model_name="fraud-model", model_version=str(scores.version), id=request_id
+    )
+    for name in names:
+        datatype = OUTPUTS[name]
+        expected.outputs.add(name=name, datatype=datatype, shape=[n])
+        dtype = {"INT32": "<i4", "FP32": "<f4"}[datatype]
+        expected.raw_output_contents.append(getattr(scores, name).astype(dtype).tobytes())
+    got = pb.ModelInferResponse.FromString(encode_outputs(names, scores, "fraud-model", request_id))
+    assert got == expected
 
 
 def test_generated_modules_are_what_the_proto_gives():
@@ -382,6 +407,87 @@ async def test_requests_are_counted_by_protocol_and_code(api, model, stub):
     assert count("OK", text) >= count("OK", before) + 1
     assert count("NOT_FOUND", text) == count("NOT_FOUND", before) + 1
     assert 'streamkm_api_latency_seconds_count{protocol="grpc"}' in text
+
+
+def grpc_count(metrics: ApiMetrics, code: str) -> float:
+    line = f'streamkm_api_requests_total{{code="{code}",protocol="grpc"}} '
+    found = [
+        float(s.split()[-1]) for s in metrics.render().decode().splitlines() if s.startswith(line)
+    ]
+    return found[0] if found else 0.0
+
+
+async def test_a_call_larger_than_the_flow_control_windows_is_answered_right(api, model, stub):
+    name, C = model
+    X = points(60_000, seed=5)  # 720 kB each way: far beyond HTTP/2's initial 64 kB windows
+    answer = await stub.ModelInfer(raw_request(name, X))
+    cluster = np.frombuffer(answer.raw_output_contents[0], "<i4")
+    np.testing.assert_array_equal(cluster, expected_clusters(X, C))
+
+
+async def test_hundreds_of_concurrent_calls_on_one_channel_each_get_their_own_answer(
+    api, model, stub
+):
+    name, C = model
+    Xs = [points(1 + i % 5, seed=100 + i) for i in range(600)]
+    answers = await asyncio.gather(
+        *(stub.ModelInfer(raw_request(name, X, id=f"r{i}")) for i, X in enumerate(Xs))
+    )
+    for i, (X, answer) in enumerate(zip(Xs, answers, strict=True)):
+        assert answer.id == f"r{i}"
+        cluster = np.frombuffer(answer.raw_output_contents[0], "<i4")
+        np.testing.assert_array_equal(cluster, expected_clusters(X, C))
+
+
+async def test_an_unknown_method_is_unimplemented(api):
+    async with grpc.aio.insecure_channel(api.url) as channel:
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/RepositoryIndex",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(b"")
+    assert caught.value.code() == Code.UNIMPLEMENTED
+    assert "RepositoryIndex" in caught.value.details()
+
+
+@pytest.mark.parametrize("compression", [grpc.Compression.Gzip, grpc.Compression.Deflate])
+async def test_compressed_calls_are_answered(api, model, compression):
+    name, C = model
+    X = points(300, seed=9)
+    async with grpc.aio.insecure_channel(api.url, compression=compression) as channel:
+        answer = await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(raw_request(name, X))
+    cluster = np.frombuffer(answer.raw_output_contents[0], "<i4")
+    np.testing.assert_array_equal(cluster, expected_clusters(X, C))
+
+
+async def test_a_message_over_max_body_bytes_once_decompressed_is_refused(broker, model):
+    name = model[0]
+    async with running_api(broker, name, max_body_bytes=4096) as a:
+        X = np.zeros((1000, D))  # 12 kB that gzip makes a few dozen bytes
+        async with grpc.aio.insecure_channel(a.url, compression=grpc.Compression.Gzip) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(raw_request(name, X))
+    assert caught.value.code() == Code.RESOURCE_EXHAUSTED
+    assert "--max-body-bytes" in caught.value.details()
+
+
+async def test_a_call_the_client_gave_up_on_is_counted_cancelled_and_the_channel_serves_on(
+    broker, model
+):
+    name, C = model
+    X = points(2)
+    # Rows wait 300 ms for company: a client allowing 50 ms gives up first.
+    async with running_api(broker, name, max_wait_ms=300.0) as a:
+        before = grpc_count(a.metrics, "CANCELLED")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await a.stub.ModelInfer(raw_request(name, X), timeout=0.05)
+        assert caught.value.code() == Code.DEADLINE_EXCEEDED
+        answer = await a.stub.ModelInfer(raw_request(name, X))
+        cluster = np.frombuffer(answer.raw_output_contents[0], "<i4")
+        np.testing.assert_array_equal(cluster, expected_clusters(X, C))
+        await wait_for(lambda: grpc_count(a.metrics, "CANCELLED") == before + 1)
 
 
 async def test_every_answer_matches_the_centres_of_the_version_it_names(broker, tmp_path):

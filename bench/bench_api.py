@@ -15,7 +15,7 @@ core each, and no OpenMP or Numba pool measured beside another); the load genera
 core 1. Per server:
 
 - maximum req/s, one vector per request: `wrk -t1 -c32` (REST), `h2load -c8 -m16` (gRPC),
-  after a warm-up;
+  after a warm-up, the best of three runs;
 - the same server's empty handler (GET /v2/health/live, ServerLive): the ceiling of its HTTP
   or gRPC handling;
 - p50 / p99 latency at 50% of the maximum: `h2load --rps`, which paces each connection
@@ -65,6 +65,9 @@ PY = sys.executable
 SERVER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 REST_MAX = dict(threads=1, connections=32)
 GRPC_MAX = dict(clients=8, streams=16)
+# The maximum req/s is the best of this many runs: on a shared machine one run of a server
+# ranged from 21,000 to 40,000 req/s, and a neighbour's burst only ever lowers a figure.
+MAX_RUNS = 3
 PACED_CONNECTIONS, PACED_STREAMS, OVERLOAD_CLIENTS = 64, 64, 128
 
 
@@ -314,7 +317,7 @@ def measure_rest(name: str, base: str, tmp: Path, seconds: float, centers: np.nd
     many.write_bytes(rest_body(request_rows(centers, ROWS, 2)))
     infer = f"{base}/v2/models/{MODEL}/infer"
     wrk(infer, 1, one, **REST_MAX)  # warm-up
-    top = wrk(infer, seconds, one, **REST_MAX).rps
+    top = max(wrk(infer, seconds, one, **REST_MAX).rps for _ in range(MAX_RUNS))
     ceiling = wrk(f"{base}/v2/health/live", seconds, None, **REST_MAX).rps
     half = wrk(infer, seconds, one, 1, PACED_CONNECTIONS, pace_rps=top / 2)
     floor = wrk(f"{base}/v2/health/live", seconds, None, 1, PACED_CONNECTIONS, pace_rps=top / 2)
@@ -341,7 +344,7 @@ def measure_grpc(
     base = f"http://127.0.0.1:{port}/inference.GRPCInferenceService"
     infer = f"{base}/ModelInfer"
     h2load(infer, 1, one, grpc=True, **GRPC_MAX)  # warm-up
-    top = h2load(infer, seconds, one, grpc=True, **GRPC_MAX).rps
+    top = max(h2load(infer, seconds, one, grpc=True, **GRPC_MAX).rps for _ in range(MAX_RUNS))
     ceiling = h2load(f"{base}/ServerLive", seconds, live, grpc=True, **GRPC_MAX).rps
     # One connection paced at the whole rate: h2load's per-client timers would send in bursts.
     half = h2load(
@@ -576,8 +579,8 @@ def report(
         row(b),
         "",
         f"Load: maximum REST req/s from `wrk -t{REST_MAX['threads']} -c{REST_MAX['connections']}` "
-        f"(no pipelining) after a 1 s warm-up, gRPC from `h2load -c{GRPC_MAX['clients']} "
-        f"-m{GRPC_MAX['streams']}` (h2c, one length-prefixed `ModelInferRequest` with the vector "
+        f"(no pipelining), gRPC from `h2load -c{GRPC_MAX['clients']} "
+        f"-m{GRPC_MAX['streams']}`, each the best of {MAX_RUNS} runs after a 1 s warm-up (h2c, one length-prefixed `ModelInferRequest` with the vector "
         "in `raw_input_contents`, `content-type: application/grpc`, `te: trailers`). The empty "
         "handler is `GET /v2/health/live` (REST) or `ServerLive` (gRPC) on the same server and "
         "load. Latency at 50% of the maximum: REST from `wrk --latency` with a Lua `delay()` "
@@ -585,8 +588,11 @@ def report(
         "arrivals at half the rate, timed from each request's write); gRPC from `h2load --rps` "
         f"on one connection with up to {PACED_STREAMS} streams (evenly spaced sends: h2load's "
         "per-client timers would fire in step and send in bursts), percentiles from its "
-        "per-request log without the first 0.5 s. The empty handler paced the same way at "
-        "the same rate is the latency floor of this machine and load generator. The 2x overload: `h2load --rps` on "
+        "per-request log without the first 0.5 s. Even so h2load sends in bursts (measured in "
+        "the api: at 12,000 req/s, about 60 calls every 5 ms), so a gRPC p99 is the time to "
+        "answer the last call of a burst. The empty handler paced the same way at the same "
+        "rate is the latency floor of this machine and load generator. The 2x overload: "
+        "`h2load --rps` on "
         f"{OVERLOAD_CLIENTS} connections (HTTP/1.1 for REST, h2c for gRPC), one request in "
         "flight each, so the offered rate is bounded by those connections and the latency. "
         "REST codes at 2x are HTTP statuses from its log; gRPC codes are streamkm's own "

@@ -490,6 +490,30 @@ async def test_a_call_the_client_gave_up_on_is_counted_cancelled_and_the_channel
         await wait_for(lambda: grpc_count(a.metrics, "CANCELLED") == before + 1)
 
 
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n",  # HTTP/1.1 on the gRPC port
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        + b"\x00\x00\x04\x01\x05\x00\x00\x00\x01\xff\xff\xff\xff",
+    ],
+    ids=["http1", "bad-header-block"],
+)
+async def test_a_connection_speaking_nonsense_is_closed_and_the_server_serves_on(
+    api, model, stub, garbage
+):
+    host, port = api.url.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(garbage)
+    await writer.drain()
+    rest = await asyncio.wait_for(reader.read(), timeout=5)  # until the server closes
+    writer.close()
+    if garbage.startswith(b"PRI"):
+        assert b"bad header block" in rest  # GOAWAY's debug data says why
+    answer = await stub.ModelInfer(raw_request(model[0], points(3)))
+    assert len(np.frombuffer(answer.raw_output_contents[0], "<i4")) == 3
+
+
 async def test_every_answer_matches_the_centres_of_the_version_it_names(broker, tmp_path):
     name = unique_name("grpc-moving")
     centres_of: dict[int, np.ndarray] = {}

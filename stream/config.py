@@ -50,8 +50,12 @@ __all__ = [
 
 INPUT_FORMATS = ("json", "f32")
 SCALINGS = ("none", "standard")
-SCENARIOS = ("blobs", "transactions")
-SCENARIO_HELP = "blobs (feature vectors) or transactions (card payments with named fields)"
+SCENARIOS = ("blobs", "embeddings", "transactions")
+SCENARIO_HELP = (
+    "blobs (feature vectors), embeddings (unit vectors clustered around topic directions, as\n"
+    "sentence embeddings are; use with --dim 384 or 768) or transactions (card payments with\n"
+    "named fields)"
+)
 COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 

@@ -6,7 +6,8 @@ labeled or dead-lettered the service stops, the output and dead-letter topics ar
 summary on stdout says how fast, how late and how well the records were labeled.
 
 `--scenario blobs` (the default) clusters Gaussian blobs and scores the clusters against the
-generating blobs (adjusted Rand index). `--scenario transactions` labels card transactions by
+generating blobs (adjusted Rand index); `--scenario embeddings` does the same with unit vectors
+around topic directions (`--dim 384` for sentence-embedding width). `--scenario transactions` labels card transactions by
 their named fields (`TRANSACTION_FIELDS`, standardized inside the model) and scores how well the
 anomaly score ranks the injected fraud (ROC AUC, precision in the top 1%), beside a second model
 that reads the same records without scaling: its own model, group and output topic, served
@@ -162,9 +163,9 @@ class DemoResult:
         return "\n".join(lines)
 
     def _quality_lines(self) -> list[str]:
-        if self.scenario == "blobs":
+        if self.scenario != "transactions":
             return [
-                f"  quality     adjusted Rand index {self.ari:.4f} against the generating blobs "
+                f"  quality     adjusted Rand index {self.ari:.4f} against the generating {self.scenario} "
                 f"(k={self.k})"
             ]
         lines = [f"  fields      {TRANSACTION_FIELDS} (k={self.k})"]
@@ -283,14 +284,14 @@ def _service_settings(opts: DemoOptions, bootstrap: str) -> list[Settings]:
         group=GROUP,
         model=MODEL,
         k=opts.k,
-        dim=opts.dim if opts.scenario == "blobs" else None,
+        dim=None if opts.scenario == "transactions" else opts.dim,
         half_life=opts.half_life,
         input_format=opts.input_format,
         metrics_host=opts.metrics_host,
         metrics_port=opts.metrics_port,
         session_timeout=SESSION_TIMEOUT_S,
     )
-    if opts.scenario == "blobs":
+    if opts.scenario != "transactions":
         return [base]
     scaled = dataclasses.replace(base, fields=TRANSACTION_FIELDS, scale="standard")
     unscaled = dataclasses.replace(
@@ -394,6 +395,7 @@ def _produce(broker: EmbeddedBroker, opts: DemoOptions) -> Coroutine[Any, Any, P
         fmt=opts.input_format,
         rate=opts.rate,
         partitions=opts.partitions,
+        embeddings=opts.scenario == "embeddings",
     )
 
 
@@ -449,7 +451,7 @@ async def _read_back(
     outputs = await _read_topic(bootstrap, settings[0].output_topic)
     dead = await _read_topic(bootstrap, settings[0].dlq)
     result.dlq_by_reason = _reasons(dead)
-    if opts.scenario == "blobs":
+    if opts.scenario != "transactions":
         _score_blobs(outputs, opts, result)
         return
     is_fraud = TransactionStream(opts.seed, opts.invalid_fraction).is_fraud(opts.count)
@@ -535,7 +537,13 @@ def _score_blobs(outputs: list[ConsumerRecord], opts: DemoOptions, result: DemoR
     # The generator is deterministic for its parameters, so the truth of every id is regenerated
     # rather than read back from the input topic.
     blobs = BlobStream(
-        opts.dim, opts.k, opts.seed, opts.drift, opts.invalid_fraction, opts.input_format
+        opts.dim,
+        opts.k,
+        opts.seed,
+        opts.drift,
+        opts.invalid_fraction,
+        opts.input_format,
+        embeddings=opts.scenario == "embeddings",
     )
     truth = (
         np.concatenate([b.truth for b in blobs.blocks(opts.count)])

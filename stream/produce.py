@@ -1,6 +1,7 @@
 """Synthetic load for `streamkm produce`: Gaussian blobs or card transactions, optional bad records.
 
 `--scenario blobs` (the default) writes feature vectors: Gaussian blobs with optional drift.
+`--scenario embeddings` writes embedding-like vectors: unit vectors around k topic directions.
 `--scenario transactions` writes card payments with named, mixed-scale fields and injected fraud
 (`stream.transactions`), for `serve --fields`. Both go out through the same batched writer.
 
@@ -10,6 +11,11 @@ on how the producer slices it. Centres are drawn once from U(-10, 10)^dim (kept 
 ``MIN_SEPARATION`` apart when possible) and each record is its blob's centre plus N(0, 1) noise.
 ``drift`` moves every centre by that many feature units per ``DRIFT_SPAN`` (10,000) records, each
 along its own fixed random unit direction, so after n records a centre has moved drift·n/10,000.
+
+With ``embeddings`` the centres are k random unit vectors (topic directions, nearly orthogonal at
+embedding widths), the noise N(0, EMBEDDING_SPREAD^2 / dim) per feature (a noise vector of norm
+about EMBEDDING_SPREAD), and every record is scaled to unit length, as sentence embeddings are
+before cosine similarity. Drift moves the directions before that scaling.
 """
 
 from __future__ import annotations
@@ -61,6 +67,9 @@ __all__ = [
 BLOCK = 4096
 MIN_SEPARATION = 6.0  # in noise standard deviations: blobs barely overlap
 DRIFT_SPAN = 10_000  # records over which a centre moves `drift` feature units
+# Norm of an embedding record's noise against its unit topic direction: at 0.6 two records of one
+# topic are ~0.85 apart and records of two topics ~1.4, so clusters are distinct but not trivial.
+EMBEDDING_SPREAD = 0.6
 WARMUP_VALID = 100  # the first ids are always valid, so a service learning dim from them learns it
 BAD_REASONS: dict[str, tuple[str, ...]] = {
     # The DLQ reason each kind of bad record should produce (DESIGN §3).
@@ -90,6 +99,7 @@ class BlobStream:
         drift: float = 0.0,
         invalid_fraction: float = 0.0,
         fmt: str = "json",
+        embeddings: bool = False,
     ) -> None:
         if dim < 1 or k < 1:
             raise ValueError(f"dim and k must be at least 1, got dim={dim}, k={k}")
@@ -99,8 +109,13 @@ class BlobStream:
             raise ValueError(f"format must be one of {sorted(BAD_REASONS)}, got {fmt!r}")
         self.dim, self.k, self.seed = dim, k, seed
         self.drift, self.invalid_fraction, self.fmt = drift, invalid_fraction, fmt
+        self.embeddings = embeddings
         rng = np.random.default_rng([seed, 2**32 - 1])
-        self.centres = _separated_centres(rng, k, dim)
+        if embeddings:
+            topics = rng.normal(size=(k, dim))
+            self.centres = topics / np.linalg.norm(topics, axis=1, keepdims=True)
+        else:
+            self.centres = _separated_centres(rng, k, dim)
         directions = rng.normal(size=(k, dim))
         self.directions = directions / np.linalg.norm(directions, axis=1, keepdims=True)
 
@@ -116,12 +131,16 @@ class BlobStream:
         ids = np.arange(start, start + n, dtype=np.int64)
         truth = rng.integers(0, self.k, size=n).astype(np.int32)
         noise = rng.normal(size=(n, self.dim))
+        if self.embeddings:
+            noise *= EMBEDDING_SPREAD / np.sqrt(self.dim)
         if self.drift:
             step = self.drift / DRIFT_SPAN
             shift = (ids.astype(np.float64) * step)[:, None] * self.directions[truth]
             X = self.centres[truth] + shift + noise
         else:
             X = self.centres[truth] + noise
+        if self.embeddings:
+            X /= np.linalg.norm(X, axis=1, keepdims=True)
         is_bad = rng.random(n) < self.invalid_fraction
         is_bad &= ids >= WARMUP_VALID
         reasons = BAD_REASONS[self.fmt]
@@ -260,9 +279,11 @@ async def produce_blobs(
     partitions: int = 1,
     client_kwargs: dict[str, Any] | None = None,
     connect_timeout: float = 30.0,
+    embeddings: bool = False,
 ) -> ProduceReport:
-    """Write ``count`` blob records to ``topic``, keyed by ``str(id)`` (see `produce_records`)."""
-    stream = BlobStream(dim, k, seed, drift, invalid_fraction, fmt)
+    """Write ``count`` blob (or embedding) records to ``topic``, keyed by ``str(id)`` (see
+    `produce_records`)."""
+    stream = BlobStream(dim, k, seed, drift, invalid_fraction, fmt, embeddings)
     encoded = (
         ([str(i).encode() for i in b.ids.tolist()], encode_block(b, fmt), b.bad)
         for b in stream.blocks(count)
@@ -458,5 +479,6 @@ def _produce_scenario(
         fmt=opts.format,
         rate=opts.rate,
         partitions=opts.partitions,
+        embeddings=opts.scenario == "embeddings",
         client_kwargs=client_kwargs,
     )

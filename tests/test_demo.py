@@ -244,6 +244,19 @@ def test_demo_clusters_well_separated_blobs_with_ari_above_0_9(demo_run):
 
 
 @pytest.mark.integration
+def test_the_demo_clusters_embeddings_at_sentence_embedding_width():
+    result = streamkm(
+        "demo", "--scenario", "embeddings", "--dim", "384", "--k", "8", "--count", "3000",
+        "--rate", "0", "--metrics-port", "0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run = DemoRun(0, result)
+    assert run.count("labeled") == 3000 - run.count("invalid")
+    assert "against the generating embeddings" in result.stdout
+    assert float(run.field(r"adjusted Rand index ([\d.]+)")) > 0.9
+
+
+@pytest.mark.integration
 def test_demo_reports_latency_percentiles_and_throughput(demo_run):
     p50 = float(demo_run.field(r"latency\s+p50 ([\d.]+) ms"))
     p99 = float(demo_run.field(r"latency\s+p50 [\d.]+ ms, p99 ([\d.]+) ms"))

@@ -57,6 +57,27 @@ def test_records_sit_around_their_blob_centre_with_unit_noise():
     assert np.allclose(residual.std(axis=0), 1.0, atol=0.1)
 
 
+def test_embedding_records_are_unit_vectors_nearest_their_own_topic():
+    stream = BlobStream(dim=384, k=16, seed=4, embeddings=True)
+    block = stream.block(0, 3000)
+    norms = np.linalg.norm(block.X.astype(np.float64), axis=1)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(stream.centres, axis=1), 1.0)
+    nearest = np.argmax(block.X @ stream.centres.T, axis=1)  # cosine similarity
+    np.testing.assert_array_equal(nearest, block.truth)
+    # Not trivially tight: a record is clearly off its topic direction.
+    similarity = np.einsum("ij,ij->i", block.X, stream.centres[block.truth])
+    assert 0.7 < similarity.mean() < 0.95
+
+
+def test_embedding_streams_are_deterministic_and_differ_from_blobs():
+    a = BlobStream(dim=64, k=4, seed=1, embeddings=True).block(0, 100)
+    b = BlobStream(dim=64, k=4, seed=1, embeddings=True).block(0, 100)
+    blobs = BlobStream(dim=64, k=4, seed=1).block(0, 100)
+    np.testing.assert_array_equal(a.X, b.X)
+    assert not np.allclose(a.X, blobs.X)
+
+
 def test_drift_moves_each_centre_by_drift_units_per_10k_records():
     stream = BlobStream(3, 2, seed=3, drift=2.5)
     moved = np.linalg.norm(stream.centres_at(40_000) - stream.centres_at(0), axis=1)

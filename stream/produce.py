@@ -68,7 +68,7 @@ BLOCK = 4096
 MIN_SEPARATION = 6.0  # in noise standard deviations: blobs barely overlap
 DRIFT_SPAN = 10_000  # records over which a centre moves `drift` feature units
 # Norm of an embedding record's noise against its unit topic direction: at 0.6 two records of one
-# topic are ~0.85 apart and records of two topics ~1.4, so clusters are distinct but not trivial.
+# topic are ~0.73 apart and records of two topics ~1.41, so clusters are distinct but not trivial.
 EMBEDDING_SPREAD = 0.6
 WARMUP_VALID = 100  # the first ids are always valid, so a service learning dim from them learns it
 BAD_REASONS: dict[str, tuple[str, ...]] = {

@@ -13,6 +13,7 @@ from model.options import (
     is_topic_name,
     opt,
 )
+from model.topics import snapshots_topic, updates_topic
 
 __all__ = ["ApiOptions"]
 
@@ -61,9 +62,9 @@ class ApiOptions(KafkaOptions):
     @property
     def updates_topic(self) -> str:
         """The model's updates log."""
-        return f"{self.model}.updates"
+        return updates_topic(self.model)
 
     @property
     def snapshots_topic(self) -> str:
         """The model's compacted snapshots topic."""
-        return f"{self.model}.snapshots"
+        return snapshots_topic(self.model)

@@ -18,11 +18,23 @@ __all__ = [
     "client_config",
     "ensure_topics",
     "partition_count",
+    "snapshots_topic",
+    "updates_topic",
     "wait_for_broker",
 ]
 
 _FIRST_BACKOFF_S = 0.1
 _MAX_BACKOFF_S = 2.0
+
+
+def updates_topic(model: str) -> str:
+    """The model's updates log: one partition, shared by every instance and api (DESIGN.md §2)."""
+    return f"{model}.updates"
+
+
+def snapshots_topic(model: str) -> str:
+    """The model's compacted topic of snapshots (DESIGN.md §2)."""
+    return f"{model}.snapshots"
 
 
 class BrokerUnreachable(ConnectionError):

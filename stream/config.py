@@ -30,6 +30,7 @@ from model.options import (
     is_topic_name,
     opt,
 )
+from model.topics import snapshots_topic, updates_topic
 
 __all__ = [
     "ENV_PREFIX",
@@ -168,12 +169,12 @@ class Settings(KafkaOptions):
     @property
     def updates_topic(self) -> str:
         """The one-partition log of model updates shared by all instances of the model."""
-        return f"{self.model}.updates"
+        return updates_topic(self.model)
 
     @property
     def snapshots_topic(self) -> str:
         """The compacted topic of model snapshots."""
-        return f"{self.model}.snapshots"
+        return snapshots_topic(self.model)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,18 @@ class ModelParams:
     fields: tuple[str, ...] | None = None
     scale: str = "none"
 
+    def to_json(self) -> dict[str, Any]:
+        """The parameters as an `init` record and a model file write them."""
+        return {
+            "k": self.k,
+            "d": self.d,
+            "half_life": self.half_life,
+            "reseed_fraction": self.reseed_fraction,
+            # The schema (DESIGN.md §7); centres stay in original units, scaled or not.
+            "fields": None if self.fields is None else list(self.fields),
+            "scale": self.scale,
+        }
+
     def schema_difference(self, fields: tuple[str, ...] | None, scale: str) -> str | None:
         """How a schema differs from this model's, in words; None when it is the same."""
         if fields != self.fields:
@@ -95,12 +107,7 @@ def encode_init(
     """Value of an `init` (or `replace`) record: parameters and the initial state."""
     meta = orjson.dumps(
         {
-            "k": params.k,
-            "d": params.d,
-            "half_life": params.half_life,
-            "reseed_fraction": params.reseed_fraction,
-            "fields": None if params.fields is None else list(params.fields),
-            "scale": params.scale,
+            **params.to_json(),
             "origin": origin,
             **(extra or {}),
         }

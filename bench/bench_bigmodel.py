@@ -31,11 +31,12 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from bench_service import serve_gc  # bench/bench_service.py
-from report import machine_facts, run_and_report  # bench/report.py
+from report import listed, machine_facts, run_and_report, runs_parser  # bench/report.py
 
 from engine import ModelState, model_batch_stats, warmup
 from model.log import open_model, publish_message
@@ -45,6 +46,9 @@ from stream.broker import EmbeddedBroker
 from stream.config import Settings
 from stream.produce import produce_blobs
 from stream.service import Service
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from kafka_helpers import all_records
 
 DIM, BIG_K, BASE_K, PARTITIONS, MAX_BATCH, REFIT = 1024, 600, 8, 4, 4096, 2048
 
@@ -96,23 +100,6 @@ async def drain(settings: Settings, count: int) -> tuple[float, float, int]:
     assert t_first is not None and n_first is not None and v_first is not None
     span = t_end - t_first
     return (count - n_first) / span, (v_end - v_first) / span, service.replica.version
-
-
-async def read_topic(bootstrap: str, topic: str) -> list:
-    """Every record of partition 0 of `topic`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    tp, out = TopicPartition(topic, 0), []
-    try:
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        while True:
-            out += (await consumer.getmany(tp, timeout_ms=300)).get(tp, [])
-            high = consumer.highwater(tp)
-            if high is not None and await consumer.position(tp) >= high:
-                return out
-    finally:
-        await consumer.stop()
 
 
 def record_bytes(rec) -> int:  # type: ignore[no-untyped-def]
@@ -192,9 +179,9 @@ async def measure(bootstrap: str, topic: str, k: int, count: int) -> Drain:
         session_timeout=3.0,
     )
     rate, updates, versions = await drain(s, count)
-    records = await read_topic(bootstrap, s.updates_topic)
+    records = await all_records(bootstrap, s.updates_topic)
     stats = stats_messages(records)
-    snaps = await read_topic(bootstrap, s.snapshots_topic)
+    snaps = await all_records(bootstrap, s.snapshots_topic)
     snap_s, replica, _ = await start_time(s, s.snapshots_topic)
     scratch_s, _, _ = await start_time(s, _name("no-snapshots"))
     assert replica.state is not None
@@ -248,7 +235,7 @@ def report(args: argparse.Namespace, results: dict[int, list[Drain]]) -> str:
         return statistics.median(getattr(d, field) for d in results[k])
 
     def runs(k: int, field: str, fmt: str) -> str:
-        return ", ".join(fmt.format(getattr(d, field)) for d in results[k])
+        return listed((getattr(d, field) for d in results[k]), fmt)
 
     rows = [
         ("steady drain (rec/s)", "rate", "{:,.0f}"),
@@ -315,12 +302,5 @@ def report(args: argparse.Namespace, results: dict[int, list[Drain]]) -> str:
     )
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=int, default=2, help="runs (default 2)")
-    p.add_argument("--count", type=int, default=30_000, help="records per drain (30000)")
-    return p
-
-
 if __name__ == "__main__":
-    run_and_report("bigmodel", main, parser())
+    run_and_report("bigmodel", main, runs_parser(__doc__, runs=2, count=30_000))

@@ -24,7 +24,7 @@ import uuid
 
 from aiokafka import AIOKafkaProducer
 from bench_service import serve_gc  # bench/bench_service.py
-from report import machine_facts, run_and_report  # bench/report.py
+from report import listed, machine_facts, run_and_report, runs_parser  # bench/report.py
 
 from engine import warmup
 from model.topics import TopicSpec, ensure_topics
@@ -140,9 +140,6 @@ def report(args: argparse.Namespace, rates: dict[str, list[float]]) -> str:
     sizes = value_sizes()
     ratios = [f / v for f, v in zip(rates["fields"], rates["features"], strict=True)]
 
-    def runs(values: list[float], fmt: str) -> str:
-        return ", ".join(fmt.format(v) for v in values)
-
     return "\n".join(
         [
             "## Named-field events against feature arrays (issue 12)",
@@ -155,11 +152,11 @@ def report(args: argparse.Namespace, rates: dict[str, list[float]]) -> str:
             "| input | steady drain, median (rec/s) | runs |",
             "| --- | ---: | --- |",
             f"| transactions, `--fields` (8 fields, 3 x log1p) + `--scale standard` | "
-            f"{statistics.median(rates['fields']):,.0f} | {runs(rates['fields'], '{:,.0f}')} |",
+            f"{statistics.median(rates['fields']):,.0f} | {listed(rates['fields'], '{:,.0f}')} |",
             f"| `features` arrays, d = 8 | {statistics.median(rates['features']):,.0f} | "
-            f"{runs(rates['features'], '{:,.0f}')} |",
+            f"{listed(rates['features'], '{:,.0f}')} |",
             f"| **ratio fields / features** (target ≥ 0.70) | **{statistics.median(ratios):.2f}** | "
-            f"{runs(ratios, '{:.2f}')} |",
+            f"{listed(ratios, '{:.2f}')} |",
             "",
             f"Mean value size: transactions {sizes['fields']:.0f} bytes, feature arrays "
             f"{sizes['features']:.0f} bytes; a transaction also carries fields that are not "
@@ -168,12 +165,5 @@ def report(args: argparse.Namespace, rates: dict[str, list[float]]) -> str:
     )
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=int, default=3, help="runs (default 3)")
-    p.add_argument("--count", type=int, default=200_000, help="records per drain (200000)")
-    return p
-
-
 if __name__ == "__main__":
-    run_and_report("fields", main, parser())
+    run_and_report("fields", main, runs_parser(__doc__, runs=3, count=200_000))

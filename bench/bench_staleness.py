@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 
 from bench_fields import drain  # bench/bench_fields.py
-from report import machine_facts, run_and_report  # bench/report.py
+from report import listed, machine_facts, run_and_report, runs_parser  # bench/report.py
 
 from engine import warmup
 from stream.broker import EmbeddedBroker
@@ -121,9 +121,6 @@ async def main(args: argparse.Namespace) -> str:
     ratios = [b / u for b, u in zip(rates["bounded"], rates["unbounded"], strict=True)]
     bound = Settings().max_staleness
 
-    def runs(values: list[float], fmt: str) -> str:
-        return ", ".join(fmt.format(v) for v in values)
-
     return "\n".join(
         [
             "## The staleness bound: cost and benefit (issue 13)",
@@ -136,11 +133,11 @@ async def main(args: argparse.Namespace) -> str:
             "| standard drain (JSON, d = 8, k = 8, stationary) | steady rec/s, median | runs (mean of two drains each) |",
             "| --- | ---: | --- |",
             f"| default `--max-staleness {bound}` | {statistics.median(rates['bounded']):,.0f} | "
-            f"{runs(rates['bounded'], '{:,.0f}')} |",
+            f"{listed(rates['bounded'], '{:,.0f}')} |",
             f"| no bound (before issue 13) | {statistics.median(rates['unbounded']):,.0f} | "
-            f"{runs(rates['unbounded'], '{:,.0f}')} |",
+            f"{listed(rates['unbounded'], '{:,.0f}')} |",
             f"| **ratio** (target ≥ 0.85) | **{statistics.median(ratios):.2f}** | "
-            f"{runs(ratios, '{:.2f}')} |",
+            f"{listed(ratios, '{:.2f}')} |",
             "",
             "| drifting stream, last 10,000 labels | adjusted Rand index |",
             "| --- | ---: |",
@@ -149,12 +146,6 @@ async def main(args: argparse.Namespace) -> str:
     )
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=int, default=5, help="runs of four drains (default 5)")
-    p.add_argument("--count", type=int, default=200_000, help="records per drain (200000)")
-    return p
-
-
 if __name__ == "__main__":
-    run_and_report("staleness", main, parser())
+    parser = runs_parser(__doc__, runs=5, count=200_000, runs_help="runs of four drains")
+    run_and_report("staleness", main, parser)

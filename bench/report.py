@@ -10,7 +10,7 @@ import platform
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -29,6 +29,21 @@ def machine_facts(extra: str = "") -> str:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     facts = f"Measured {when} on {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
     return f"{facts}; {extra}" if extra else facts
+
+
+def listed(values: Iterable[float], fmt: str) -> str:
+    """Each run's figure in `fmt`, comma-separated: the runs column of a table."""
+    return ", ".join(fmt.format(v) for v in values)
+
+
+def runs_parser(
+    doc: str, runs: int, count: int, runs_help: str = "runs"
+) -> argparse.ArgumentParser:
+    """The command line of a drain benchmark: `--runs` and `--count` (records per drain)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--runs", type=int, default=runs, help=f"{runs_help} (default {runs})")
+    p.add_argument("--count", type=int, default=count, help=f"records per drain ({count})")
+    return p
 
 
 def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:

@@ -154,6 +154,58 @@ def bench_partial_fit(runs: int) -> list[tuple[str, str]]:
     ]
 
 
+# (n rows for predict, d, k): the shapes of sentence embeddings clustered into topics (issue 15).
+WIDE_SHAPES = ((200_000, 384, 64), (100_000, 768, 256), (100_000, 64, 1024))
+WIDE_BATCHES = 50  # partial_fit batches of 1024 per timed loop
+
+
+def embedding_like(n: int, d: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n float32 rows around k random centres (unit spread per coordinate), and the centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(k, d))
+    X = centres[rng.integers(0, k, n)] + rng.normal(size=(n, d))
+    return X.astype(np.float32), centres.astype(np.float32)
+
+
+def bench_wide_shape(runs: int, n: int, d: int, k: int) -> list[tuple[str, str]]:
+    X, centres = embedding_like(n, d, k, seed=d + k)
+    ours = KMeans(k, init=centres, max_iter=1).fit(X[:2048])
+    ours.cluster_centers_ = centres
+    theirs = SKKMeans(k, init=centres, n_init=1, max_iter=1).fit(X[:2048])
+    theirs.cluster_centers_ = centres
+    agree = float((ours.predict(X[:20_000]) == theirs.predict(X[:20_000])).mean())
+    a, b, _, _ = blocked(runs, lambda: ours.predict(X), lambda: theirs.predict(X))
+    batches = [X[i : i + 1024] for i in range(0, WIDE_BATCHES * 1024, 1024)]
+
+    def stream() -> StreamingKMeans:
+        m = StreamingKMeans(k, seed=0)
+        for batch in batches:
+            m.partial_fit(batch)
+        return m
+
+    def minibatch() -> MiniBatchKMeans:
+        m = MiniBatchKMeans(k, random_state=0, n_init=1)
+        for batch in batches:
+            m.partial_fit(batch)
+        return m
+
+    pa, pb, _, _ = blocked(max(1, runs // 2), stream, minibatch)
+    return [
+        (f"wide: {n:,} x {d} float32, k = {k} (blobs, predict against the same centres)", ""),
+        ("  streamkm predict, median s", f"{a:.4f}"),
+        ("  scikit-learn predict, median s", f"{b:.4f}"),
+        ("  predict speed-up (target >= 2x)", f"{b / a:.2f}x"),
+        ("  labels equal to scikit-learn's (first 20,000 rows)", f"{agree:.4f}"),
+        (f"  streamkm partial_fit, {WIDE_BATCHES} batches of 1024, median s", f"{pa:.4f}"),
+        ("  scikit-learn MiniBatchKMeans.partial_fit, same, median s", f"{pb:.4f}"),
+        ("  partial_fit speed-up (target >= 2x)", f"{pb / pa:.2f}x"),
+    ]
+
+
+def bench_wide(runs: int) -> list[tuple[str, str]]:
+    return [row for n, d, k in WIDE_SHAPES for row in bench_wide_shape(runs, n, d, k)]
+
+
 def bench_drift() -> list[tuple[str, str]]:
     """Blobs whose centres move steadily; distance of learned to true centres over time."""
     rng = np.random.default_rng(0)
@@ -190,14 +242,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--only-wide", action="store_true", help="the issue 15 shapes alone")
     args = parser.parse_args()
     warmup()
-    rows = (
-        bench_seed(args.runs)
-        + bench_predict(args.runs)
-        + bench_partial_fit(args.runs)
-        + bench_drift()
-    )
+    if args.only_wide:
+        rows = bench_wide(args.runs)
+    else:
+        rows = (
+            bench_seed(args.runs)
+            + bench_predict(args.runs)
+            + bench_partial_fit(args.runs)
+            + bench_wide(args.runs)
+            + bench_drift()
+        )
     width = max(len(r[0]) for r in rows)
     lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
     print("\n".join(lines))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .kernels import assign
+from .simd import LANES, ROWS, centre_blocks, distance_rows
+from .wide import exact_distance
 
 
 def random_init(X: np.ndarray, n_clusters: int, seed: int | None) -> np.ndarray:
@@ -46,8 +48,9 @@ def kmeans_plusplus(
         candidates = np.searchsorted(np.cumsum(closest), draws)
         np.clip(candidates, None, n - 1, out=candidates)
         best_pot, best_dist, best_id = np.inf, closest, candidates[0]
-        for cand in candidates:
-            dist = np.minimum(closest, _sq_dist_to(X, X[cand : cand + 1]))
+        trials = _trial_distances(X, candidates)
+        for cand, trial in zip(candidates, trials, strict=True):
+            dist = np.minimum(closest, trial)
             pot = dist.sum()
             if pot < best_pot:
                 best_pot, best_dist, best_id = pot, dist, cand
@@ -59,6 +62,37 @@ def kmeans_plusplus(
 def _sq_dist_to(X: np.ndarray, center: np.ndarray) -> np.ndarray:
     """Squared distance of every row to one centre, computed in float64."""
     return assign(X, center)[1].astype(np.float64, copy=False)
+
+
+@njit(cache=True, fastmath={"contract"}, parallel=True)
+def _trial_distances(X, rows):
+    """Squared distance (float64) of every row of X to each of X[rows], one row of the result
+    per candidate, in the exact kernel's arithmetic ((x - c)^2 summed feature by feature in X's
+    dtype), the candidates side by side in vector lanes."""
+    n, d = X.shape
+    m = rows.size
+    C = np.empty((m, d), X.dtype)
+    for q in range(m):
+        C[q] = X[rows[q]]
+    B = centre_blocks(C)
+    out = np.empty((m, n), np.float64)
+    n_blocks = (n + 1023) // 1024
+    for b in prange(n_blocks):
+        tmp = np.empty((ROWS, B.shape[0] * LANES), X.dtype)
+        start, stop = b * 1024, min(n, (b + 1) * 1024)
+        i = start
+        while i < stop:
+            if i + ROWS <= stop:
+                distance_rows(X, i, B, tmp)
+            else:
+                for r in range(stop - i):
+                    for q in range(m):
+                        tmp[r, q] = exact_distance(X, i + r, C, q, X.dtype.type(0))
+            for r in range(min(ROWS, stop - i)):
+                for q in range(m):
+                    out[q, i + r] = tmp[r, q]
+            i += ROWS
+    return out
 
 
 def _uniform(n: int) -> np.ndarray:

@@ -90,19 +90,21 @@ async def drain(settings: Settings, count: int) -> float:
     return (count - n_first) / (t_end - t_first)
 
 
-def _settings(bootstrap: str, topic: str, **kw: object) -> Settings:
-    return Settings(
-        bootstrap=bootstrap,
-        input_topic=topic,
-        output_topic=f"{topic}.labels",
-        group=_name("g"),
-        model=_name("m"),
-        k=K,
-        max_batch=MAX_BATCH,
-        metrics_port=0,
-        session_timeout=3.0,
-        **kw,  # type: ignore[arg-type]
-    )
+def drain_settings(bootstrap: str, topic: str, **kw: object) -> Settings:
+    """A drain's settings: fresh group and model, k = K and max_batch = MAX_BATCH unless `kw`
+    says otherwise, no metrics port."""
+    given: dict[str, object] = {
+        "bootstrap": bootstrap,
+        "input_topic": topic,
+        "output_topic": f"{topic}.labels",
+        "group": _name("g"),
+        "model": _name("m"),
+        "k": K,
+        "max_batch": MAX_BATCH,
+        "metrics_port": 0,
+        "session_timeout": 3.0,
+    }
+    return Settings(**{**given, **kw})  # type: ignore[arg-type]
 
 
 async def main(args: argparse.Namespace) -> str:
@@ -117,8 +119,8 @@ async def main(args: argparse.Namespace) -> str:
             await preload_transactions(b, t_fields, args.count)
             await produce_blobs(b, t_features, args.count, dim=DIM, k=K, seed=run, partitions=4)
             plan = {
-                "fields": _settings(b, t_fields, fields=TRANSACTION_FIELDS, scale="standard"),
-                "features": _settings(b, t_features, dim=DIM),
+                "fields": drain_settings(b, t_fields, fields=TRANSACTION_FIELDS, scale="standard"),
+                "features": drain_settings(b, t_features, dim=DIM),
             }
             order = list(plan) if run % 2 == 0 else list(plan)[::-1]
             for name in order:

@@ -15,6 +15,8 @@ import orjson
 
 from model.fields import json_type, path_value
 
+from .jsonscan import scan_batch
+
 __all__ = [
     "INPUT_FORMATS",
     "MAX_VALUE_BYTES",
@@ -74,7 +76,34 @@ def decode_batch(
 # --- json -----------------------------------------------------------------------------------
 
 
+# Batches from this size on go through the scanner first (below it, its set-up costs more).
+_SCAN_MIN_VALUES = 8
+
+
 def _decode_json(
+    values: Sequence[bytes | None], dim: int | None, max_bytes: int, id_path: tuple[str, ...]
+) -> DecodedBatch:
+    """The scanner's rows where it vouches for them (stream/jsonscan.py), the general parser
+    for the rest and for batches it does not take (no dimension yet, an id other than "id")."""
+    if dim is None or id_path != ("id",) or len(values) < _SCAN_MIN_VALUES:
+        return _decode_json_general(values, dim, max_bytes, id_path)
+    scanned = scan_batch(values, dim, max_bytes)
+    if scanned.fast.all():
+        return DecodedBatch(scanned.X, np.arange(len(values)), scanned.ids, [], dim)
+    slow = np.flatnonzero(~scanned.fast)
+    rest = _decode_json_general([values[i] for i in slow.tolist()], dim, max_bytes, id_path)
+    fast = np.flatnonzero(scanned.fast)
+    index = np.concatenate([fast, slow[rest.index]])
+    order = np.argsort(index, kind="stable")
+    X = np.concatenate([scanned.X[fast], rest.X]) if rest.X.size else scanned.X[fast]
+    ids = scanned.ids + rest.ids
+    rejects = [Reject(int(slow[r.index]), r.reason, r.message) for r in rest.rejects]
+    return DecodedBatch(
+        np.ascontiguousarray(X[order]), index[order], [ids[j] for j in order.tolist()], rejects, dim
+    )
+
+
+def _decode_json_general(
     values: Sequence[bytes | None], dim: int | None, max_bytes: int, id_path: tuple[str, ...]
 ) -> DecodedBatch:
     parsed, rejects = parse_all(values, max_bytes)

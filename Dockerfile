@@ -22,9 +22,16 @@ WORKDIR /home/streamkm
 
 # Inside a container the metrics endpoint must listen beyond loopback for Prometheus to reach it.
 # Numba caches compiled kernels beside the sources by default, which a non-root user cannot write.
+# The kernels are compiled here, into the image, for the CPU baseline STREAMKM_CPU (an LLVM name:
+# x86-64-v3 is AVX2 and FMA; x86-64-v4 adds AVX-512, faster on wide rows where every node has
+# it). A container on a CPU without that baseline compiles its kernels at start instead
+# (stream/compiled.py), which costs about a minute but is never wrong.
+ARG STREAMKM_CPU=x86-64-v3
 ENV STREAMKM_METRICS_HOST=0.0.0.0 \
     STREAMKM_METRICS_PORT=9100 \
-    NUMBA_CACHE_DIR=/home/streamkm/.cache/numba
+    NUMBA_CACHE_DIR=/home/streamkm/.cache/numba \
+    NUMBA_CPU_NAME=${STREAMKM_CPU}
+RUN streamkm warmup
 
 EXPOSE 9100
 ENTRYPOINT ["streamkm"]

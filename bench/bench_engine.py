@@ -238,6 +238,24 @@ def bench_drift() -> list[tuple[str, str]]:
     ]
 
 
+def table(title: str, command: str, rows: list[tuple[str, str]]) -> str:
+    return "\n".join(
+        [
+            title,
+            "",
+            f"Command: `{command}`",
+            "",
+            machine_facts(
+                extra=f"numba {numba.__version__}, scikit-learn {sklearn.__version__}, numpy {np.__version__}"
+            ),
+            "",
+            "| measurement | value |",
+            "| --- | --- |",
+            *[f"| {name.strip()} | {value} |" for name, value in rows],
+        ]
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
@@ -245,36 +263,26 @@ def main() -> int:
     parser.add_argument("--only-wide", action="store_true", help="the issue 15 shapes alone")
     args = parser.parse_args()
     warmup()
-    if args.only_wide:
-        rows = bench_wide(args.runs)
-    else:
+    sections: dict[str, tuple[str, str, list[tuple[str, str]]]] = {}
+    command = f".venv/bin/python bench/bench_engine.py --runs {args.runs}"
+    if not args.only_wide:
         rows = (
             bench_seed(args.runs)
             + bench_predict(args.runs)
             + bench_partial_fit(args.runs)
-            + bench_wide(args.runs)
             + bench_drift()
         )
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
-    print("\n".join(lines))
-    if not args.no_write:
-        body = "\n".join(
-            [
-                "## Engine (issue 2)",
-                "",
-                f"Command: `.venv/bin/python bench/bench_engine.py --runs {args.runs}`",
-                "",
-                machine_facts(
-                    extra=f"numba {numba.__version__}, scikit-learn {sklearn.__version__}, numpy {np.__version__}"
-                ),
-                "",
-                "| measurement | value |",
-                "| --- | --- |",
-                *[f"| {name.strip()} | {value} |" for name, value in rows],
-            ]
-        )
-        write_section("engine", body)
+        sections["engine"] = ("## Engine (issue 2)", command, rows)
+    sections["wide"] = (
+        "## Engine on wide rows (issue 15)",
+        command + (" --only-wide" if args.only_wide else ""),
+        bench_wide(args.runs),
+    )
+    for name, (title, cmd, rows) in sections.items():
+        width = max(len(r[0]) for r in rows)
+        print("\n".join(f"{label.ljust(width)}  {value}" for label, value in rows))
+        if not args.no_write:
+            write_section(name, table(title, cmd, rows))
     return 0
 
 

@@ -17,7 +17,7 @@ from .stats import (
 )
 from .streaming import StreamingKMeans
 from .update import UpdateResult, anomaly_scores, apply_update, decay_factor
-from .warmup import warmup
+from .warmup import warmup, warmup_model
 
 __all__ = [
     "BatchStats",
@@ -41,4 +41,5 @@ __all__ = [
     "scaled_batch_stats",
     "seeded_state",
     "warmup",
+    "warmup_model",
 ]

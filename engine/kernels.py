@@ -258,6 +258,12 @@ def _parallel(n: int, k: int, d: int) -> bool:
     return n >= _PARALLEL_MIN_ROWS or (n >= 2 * _MIN_BLOCK_ROWS and n * k * d >= _PARALLEL_MIN_WORK)
 
 
+def parallel_rows(k: int, d: int) -> int:
+    """The fewest rows of a pass against k centres of d features that go to all threads."""
+    wide = max(2 * _MIN_BLOCK_ROWS, -(-_PARALLEL_MIN_WORK // (k * d)))
+    return min(_PARALLEL_MIN_ROWS, wide)
+
+
 def _n_blocks(n: int, k: int, d: int) -> int:
     """Deterministic block count for a pass: depends on the shapes only, never on threads."""
     by_rows = -(-n // _block_rows(k, d))

@@ -1,21 +1,83 @@
-"""Compile, or load from Numba's on-disk cache, every kernel before the first record arrives."""
+"""Compile, or load from Numba's on-disk cache, the kernels before the first record arrives.
+
+`warmup` compiles every kernel for every input it accepts (float32 and float64, any layout, narrow
+and wide rows): what an image or a fresh install runs once, so that its cache holds them all.
+`warmup_model` runs only what one model of the service needs (float32 batches, its own shape
+class, its scaling): what `serve` runs at start, which with no cache compiles a fraction of the
+kernels `warmup` does.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import numpy as np
 
-from .init import random_init
-from .kernels import warmup_kernels
+from .init import kmeans_plusplus, random_init
+from .kernels import parallel_rows, warmup_kernels
+from .kmeans import KMeans
+from .scaling import Scaler
 from .state import ModelState
-from .stats import batch_stats
-from .update import apply_update
+from .stats import batch_stats, model_batch_stats, seeded_state
+from .update import anomaly_scores, apply_update
+
+Progress = Callable[[str, int, int], None]  # (step, its number from 1, steps in all)
+
+# Widths standing for a model whose width is not known yet: one below the dot-product form's
+# shapes and one inside them (engine/kernels.py `_wide`).
+_NARROW_DIM, _WIDE_DIM = 8, 384
 
 
 def warmup() -> None:
-    """Run each Numba function once, for float32 and float64 input: the service calls this at
-    start so that no batch pays for a compilation."""
+    """Run each Numba function once, for float32 and float64 input, narrow and wide rows."""
     warmup_kernels()
     for dtype in (np.float32, np.float64):
         X = np.arange(8, dtype=dtype).reshape(4, 2)
         state = ModelState.initial(random_init(X, 2, 0))
         apply_update(state, batch_stats(X, state.centers)[2])
+        kmeans_plusplus(X, 2, 0)
+
+
+def warmup_model(dim: int | None, k: int, scaled: bool, progress: Progress | None = None) -> float:
+    """Run what a service's model of `dim` features (None: not known yet) and `k` centres
+    needs, on float32 batches: the warm-up fit, batches on one thread and on many, updates and
+    scores. Returns the seconds it took; `progress` hears of each step before it runs."""
+    t0 = time.perf_counter()
+    dims = [dim] if dim is not None else [_NARROW_DIM, _WIDE_DIM]
+    steps: list[tuple[str, Callable[[], object]]] = []
+    for d in dims:
+        steps += _model_steps(d, k, scaled)
+    for i, (name, step) in enumerate(steps, 1):
+        if progress is not None:
+            progress(name, i, len(steps))
+        step()
+    return time.perf_counter() - t0
+
+
+def _model_steps(d: int, k: int, scaled: bool) -> list[tuple[str, Callable[[], object]]]:
+    rng = np.random.default_rng(0)
+    n = max(parallel_rows(k, d), 2 * k)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    sample = X[: max(2 * k, 64)]
+    scaler = Scaler.fit(sample) if scaled else None
+    held: dict[str, ModelState] = {}
+
+    def fit() -> None:
+        Z = sample if scaler is None else scaler.standardize(sample)
+        centers = KMeans(k, seed=0, max_iter=2).fit(Z.astype(np.float64)).cluster_centers_
+        if scaler is not None:
+            centers = scaler.to_original(centers)
+        held["state"] = seeded_state(sample, centers, scaler)
+
+    def batch(rows: int) -> None:
+        state = held["state"]
+        labels, sq, stats = model_batch_stats(X[:rows], state)
+        anomaly_scores(state, labels, sq)
+        held["state"] = apply_update(state, stats).state
+
+    return [
+        (f"warm-up fit (d={d}, k={k})", fit),
+        (f"batch on one thread (d={d})", lambda: batch(64)),
+        (f"batch on all threads (d={d})", lambda: batch(n)),
+    ]

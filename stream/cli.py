@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from api.config import ApiOptions
+from stream.compiled import check_cpu_target, run_warmup
 from stream.config import (
     BrokerOptions,
     ConfigError,
@@ -22,6 +23,7 @@ from stream.config import (
     ProduceOptions,
     Settings,
     ShowOptions,
+    WarmupOptions,
     env_name,
     field_type,
     flag_name,
@@ -37,6 +39,7 @@ _COMMANDS: dict[str, tuple[type, str]] = {
     "produce": (ProduceOptions, "write synthetic Gaussian-blob records to a topic"),
     "demo": (DemoOptions, "broker, producer and service together, with a closing summary"),
     "api": (ApiOptions, "answer scoring requests with the live model (REST and gRPC)"),
+    "warmup": (WarmupOptions, "compile every kernel into Numba's cache (images and installs)"),
 }
 # `streamkm model <action>`: the model's lifecycle, read from and written to its Kafka topics.
 _MODEL_COMMANDS: dict[str, tuple[type, str]] = {
@@ -140,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as e:  # argparse: --help (0) or a usage error (2), already printed
         return e.code if isinstance(e.code, int) else 2
+    warning = check_cpu_target()  # before anything imports Numba
+    if warning is not None:
+        print(f"streamkm: warning: {warning}", file=sys.stderr)
     try:
         return _run(command, options)
     except ConfigError as e:
@@ -167,6 +173,8 @@ def _run(command: str, options: Any) -> int:
         from api.app import run_api
 
         return run_api(options)
+    if command == "warmup":
+        return run_warmup()
     if command.startswith("model "):
         from stream.modelcli import run_model
 

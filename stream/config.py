@@ -44,6 +44,7 @@ __all__ = [
     "ProduceOptions",
     "Settings",
     "ShowOptions",
+    "WarmupOptions",
     "env_name",
     "options_from_sources",
     "parse_value",
@@ -233,6 +234,11 @@ class DemoOptions:
         check_choice("scenario", self.scenario, SCENARIOS)
         check_port("broker_port", self.broker_port, allow_zero=True)
         check_port("metrics_port", self.metrics_port, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class WarmupOptions:
+    """Settings of `streamkm warmup`: none; it compiles every kernel into Numba's cache."""
 
 
 @dataclass(frozen=True)

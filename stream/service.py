@@ -33,7 +33,7 @@ from engine import (
     kmeans_plusplus,
     model_batch_stats,
     seeded_state,
-    warmup,
+    warmup_model,
 )
 from metrics import MetricsPortInUseError, MetricsServer, ServiceMetrics
 from model.fields import parse_path, schema_texts
@@ -937,6 +937,17 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def warm_kernels(settings: Settings) -> None:
+    """Compile (or load from the cache) the kernels this service's model needs, step by step
+    in the log, before connecting: no batch pays for a compilation."""
+
+    def progress(step: str, i: int, n: int) -> None:
+        log.info("kernels %d/%d: %s", i, n, step)
+
+    seconds = warmup_model(settings.feature_dim, settings.k, settings.scale == "standard", progress)
+    log.info("kernels ready in %.1f s", seconds)
+
+
 def run_service(settings: Settings) -> int:
     """Entry point of `streamkm serve`: exit 0 after a clean stop, 2 on a setup error or an
     input batch no client can read (logged at ERROR where it was found)."""
@@ -946,7 +957,7 @@ def run_service(settings: Settings) -> int:
         stream=sys.stderr,
     )
     log.info("starting with %r", settings)
-    warmup()
+    warm_kernels(settings)
     tune_gc()
     try:
         service = asyncio.run(serve(settings))

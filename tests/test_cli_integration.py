@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -54,6 +55,11 @@ async def test_serve_labels_what_produce_wrote_and_exits_0_on_sigterm(broker, tm
         code = proc.wait(timeout=STOP_TIMEOUT_S)
     assert code == 0, log.read_text()
     assert ids_of(labels) == list(range(2000))
+    # Before connecting, serve said which kernels it was compiling (or loading) and when done.
+    text = log.read_text()
+    assert "kernels 1/3: warm-up fit (d=8, k=3)" in text
+    assert re.search(r"kernels ready in [0-9.]+ s", text)
+    assert text.index("kernels ready") < text.index("published init")
 
 
 def test_serve_exits_2_naming_an_unreachable_bootstrap():

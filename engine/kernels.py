@@ -8,7 +8,8 @@ so results do not depend on the number of threads.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from .simd import ROWS, centre_blocks, nearest_rows
 from .wide import HUGE, WIDE_ROWS, exact_nearest, wide_centres, wide_rows, wide_scratch
@@ -63,14 +64,47 @@ def _assign_rows(X, C, zero, start, stop, labels, dist, store_dist, d):
     return bad
 
 
-@njit(fastmath=_FASTMATH, inline="always")
-def _nearest_group(X, i, C, B, W, zero, S, out_dist, out_label):
-    """Nearest centres of the group of rows from i: ROWS of them by the vector loops (W None),
-    WIDE_ROWS by the dot-product form."""
-    if W is None:
-        nearest_rows(X, i, B, out_dist, out_label)
-    else:
+# The two ways to find a group of rows' nearest centres, chosen by the type of W (None: the
+# vector loops, ROWS rows a call; the product form's centres: WIDE_ROWS rows) when a kernel is
+# compiled, so that each compiled kernel holds one of them with its group size as a constant.
+def _group_rows(W):  # pragma: no cover - replaced by its overload in compiled code
+    """Rows per group."""
+
+
+def _group_scratch(X, W):  # pragma: no cover
+    """Scratch of the product form (None for the vector loops)."""
+
+
+def _nearest_group(X, i, C, B, W, zero, S, out_dist, out_label):  # pragma: no cover
+    """Nearest centres and squared distances of the group of rows from i."""
+
+
+@overload(_group_rows, inline="always")
+def _group_rows_impl(W):
+    rows = ROWS if isinstance(W, types.NoneType) else WIDE_ROWS
+    return lambda W: rows
+
+
+@overload(_group_scratch, inline="always")
+def _group_scratch_impl(X, W):
+    if isinstance(W, types.NoneType):
+        return lambda X, W: None
+    return lambda X, W: wide_scratch(X)
+
+
+@overload(_nearest_group, inline="always")
+def _nearest_group_impl(X, i, C, B, W, zero, S, out_dist, out_label):
+    if isinstance(W, types.NoneType):
+
+        def vector(X, i, C, B, W, zero, S, out_dist, out_label):
+            nearest_rows(X, i, B, out_dist, out_label)
+
+        return vector
+
+    def product(X, i, C, B, W, zero, S, out_dist, out_label):
         wide_rows(X, i, C, zero, W, S, out_dist, out_label)
+
+    return product
 
 
 @njit(fastmath=_FASTMATH)
@@ -79,8 +113,8 @@ def _assign_vector(X, C, B, W, zero, start, stop, labels, dist, store_dist):
     product form of engine/wide.py where W (its centres) is given."""
     out_dist = np.empty(WIDE_ROWS, X.dtype)
     out_label = np.empty(WIDE_ROWS, np.int32)
-    S = wide_scratch(X)
-    step = ROWS if W is None else WIDE_ROWS
+    S = _group_scratch(X, W)
+    step = _group_rows(W)
     bad = 0
     i = start
     while i + step <= stop:
@@ -172,18 +206,26 @@ def _count_row(X, i, j, s, labels, dist, store_dist, counts, sums, sq):
 
 @njit(fastmath=_FASTMATH)
 def _stats_vector(X, C, B, W, zero, start, stop, labels, dist, store_dist, counts, sums, sq):
+    d = X.shape[1]
     out_dist = np.empty(WIDE_ROWS, X.dtype)
     out_label = np.empty(WIDE_ROWS, np.int32)
-    S = wide_scratch(X)
-    step = ROWS if W is None else WIDE_ROWS
+    S = _group_scratch(X, W)
+    step = _group_rows(W)
     changed = 0
     i = start
     while i + step <= stop:
         _nearest_group(X, i, C, B, W, zero, S, out_dist, out_label)
         for r in range(step):
-            changed += _count_row(
-                X, i + r, out_label[r], out_dist[r], labels, dist, store_dist, counts, sums, sq
-            )
+            j = out_label[r]
+            s = out_dist[r]
+            changed += labels[i + r] != j  # no branch: new labels are as good as random
+            labels[i + r] = j
+            if store_dist:
+                dist[i + r] = s
+            counts[j] += 1
+            sq[j] += s
+            for t in range(d):
+                sums[j, t] += X[i + r, t]
         i += step
     # The rows left over: the same sums as the vector lanes (see _assign_vector).
     for row in range(i, stop):
@@ -386,4 +428,6 @@ def warmup_kernels() -> None:
                 assign(X, C)
                 assign_stats(X, C, np.zeros(n, np.int32), np.empty(n, dtype))
                 assign_stats(X, C, np.zeros(n, np.int32))
+                C.setflags(write=False)  # a model's centres, as the request path passes them
+                assign(X, C)
             column_variance(X)

@@ -19,7 +19,7 @@ from .kernels import parallel_rows, warmup_kernels
 from .kmeans import KMeans
 from .scaling import Scaler
 from .state import ModelState
-from .stats import batch_stats, model_batch_stats, seeded_state
+from .stats import BatchStats, batch_stats, model_batch_stats, seeded_state
 from .update import anomaly_scores, apply_update
 
 Progress = Callable[[str, int, int], None]  # (step, its number from 1, steps in all)
@@ -30,13 +30,16 @@ _NARROW_DIM, _WIDE_DIM = 8, 384
 
 
 def warmup() -> None:
-    """Run each Numba function once, for float32 and float64 input, narrow and wide rows."""
+    """Run each Numba function once, for float32 and float64 input, narrow and wide rows, as
+    the library and as a service's model (scaled or not)."""
     warmup_kernels()
     for dtype in (np.float32, np.float64):
         X = np.arange(8, dtype=dtype).reshape(4, 2)
         state = ModelState.initial(random_init(X, 2, 0))
         apply_update(state, batch_stats(X, state.centers)[2])
         kmeans_plusplus(X, 2, 0)
+    for scaled in (False, True):
+        warmup_model(None, 64, scaled)
 
 
 def warmup_model(dim: int | None, k: int, scaled: bool, progress: Progress | None = None) -> float:
@@ -68,13 +71,15 @@ def _model_steps(d: int, k: int, scaled: bool) -> list[tuple[str, Callable[[], o
         centers = KMeans(k, seed=0, max_iter=2).fit(Z.astype(np.float64)).cluster_centers_
         if scaler is not None:
             centers = scaler.to_original(centers)
-        held["state"] = seeded_state(sample, centers, scaler)
+        # As replicas hold it: read back from the log (Numba compiles read-only arrays apart).
+        held["state"] = ModelState.from_bytes(seeded_state(sample, centers, scaler).to_bytes())
 
     def batch(rows: int) -> None:
         state = held["state"]
         labels, sq, stats = model_batch_stats(X[:rows], state)
         anomaly_scores(state, labels, sq)
-        held["state"] = apply_update(state, stats).state
+        applied = BatchStats.from_bytes(stats.merge(stats).to_bytes())  # as the log delivers it
+        held["state"] = apply_update(state, applied, half_life=1000.0).state
 
     return [
         (f"warm-up fit (d={d}, k={k})", fit),

@@ -71,10 +71,12 @@ def run_warmup() -> int:
     import numba
 
     from engine import warmup
+    from stream.jsonscan import warm_scanner
 
     target = getattr(numba.config, "CPU_NAME", None) or "this machine's CPU"
     cache = getattr(numba.config, "CACHE_DIR", None) or "__pycache__ beside the sources"
     print(f"streamkm warmup: compiling every kernel for {target} into {cache}", file=sys.stderr)
     warmup()
+    warm_scanner()
     print(f"streamkm warmup: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0

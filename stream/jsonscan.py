@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 from numba import njit, prange
 
-__all__ = ["FAST", "SLOW", "ScannedBatch", "scan_batch"]
+__all__ = ["FAST", "SLOW", "ScannedBatch", "scan_batch", "warm_scanner"]
 
 FAST = 0
 SLOW = 1
@@ -400,3 +400,9 @@ def scan_batch(values: Sequence[bytes | None], dim: int, max_bytes: int) -> Scan
     raw = [joined[s:e] if s >= 0 else b"null" for s, e in spans[fast].tolist()]
     ids = orjson.loads(b"[" + b",".join(raw) + b"]") if raw else []
     return ScannedBatch(X, fast, ids)
+
+
+def warm_scanner() -> None:
+    """Compile (or load from Numba's cache) the scanner: `streamkm warmup` and `serve` call it
+    before the first batch."""
+    scan_batch([b'{"id":1,"features":[0.5,-1e-3]}'] * 8, 2, 1 << 20)

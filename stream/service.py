@@ -56,6 +56,7 @@ from .commits import Committer
 from .config import Settings
 from .fetch import UnreadableBatchError, fetch
 from .fields import decode_events
+from .jsonscan import warm_scanner
 from .output import output_partitions, send_labels, send_rejects
 
 log = logging.getLogger("streamkm.service")
@@ -944,8 +945,12 @@ def warm_kernels(settings: Settings) -> None:
     def progress(step: str, i: int, n: int) -> None:
         log.info("kernels %d/%d: %s", i, n, step)
 
-    seconds = warmup_model(settings.feature_dim, settings.k, settings.scale == "standard", progress)
-    log.info("kernels ready in %.1f s", seconds)
+    t0 = time.perf_counter()
+    warmup_model(settings.feature_dim, settings.k, settings.scale == "standard", progress)
+    if settings.input_format == "json" and settings.field_specs is None:
+        log.info("kernels: JSON scanner")
+        warm_scanner()
+    log.info("kernels ready in %.1f s", time.perf_counter() - t0)
 
 
 def run_service(settings: Settings) -> int:

@@ -58,6 +58,7 @@ async def test_serve_labels_what_produce_wrote_and_exits_0_on_sigterm(broker, tm
     # Before connecting, serve said which kernels it was compiling (or loading) and when done.
     text = log.read_text()
     assert "kernels 1/3: warm-up fit (d=8, k=3)" in text
+    assert "kernels: JSON scanner" in text
     assert re.search(r"kernels ready in [0-9.]+ s", text)
     assert text.index("kernels ready") < text.index("published init")
 

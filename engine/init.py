@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .kernels import assign
 from .simd import LANES, ROWS, centre_blocks, distance_rows
 from .wide import exact_distance
 
@@ -37,7 +36,7 @@ def kmeans_plusplus(
     centers = np.empty((n_clusters, d), dtype=X.dtype)
     first = rng.choice(n, p=_uniform(n))
     centers[0] = X[first]
-    closest = _sq_dist_to(X, centers[:1]).astype(np.float64)
+    closest = _trial_distances(X, np.array([first]))[0]
     potential = closest.sum()
     for c in range(1, n_clusters):
         if potential <= 0:
@@ -57,11 +56,6 @@ def kmeans_plusplus(
         centers[c] = X[best_id]
         closest, potential = best_dist, best_pot
     return centers
-
-
-def _sq_dist_to(X: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """Squared distance of every row to one centre, computed in float64."""
-    return assign(X, center)[1].astype(np.float64, copy=False)
 
 
 @njit(cache=True, fastmath={"contract"}, parallel=True)

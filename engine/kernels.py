@@ -75,6 +75,10 @@ def _group_scratch(X, W):  # pragma: no cover
     """Scratch of the product form (None for the vector loops)."""
 
 
+def _group_blocks(C, W):  # pragma: no cover
+    """The vector loops' centre blocks (None for the product form, whose blocks W holds)."""
+
+
 def _nearest_group(X, i, C, B, W, zero, S, out_dist, out_label):  # pragma: no cover
     """Nearest centres and squared distances of the group of rows from i."""
 
@@ -90,6 +94,13 @@ def _group_scratch_impl(X, W):
     if isinstance(W, types.NoneType):
         return lambda X, W: None
     return lambda X, W: wide_scratch(X)
+
+
+@overload(_group_blocks, inline="always")
+def _group_blocks_impl(C, W):
+    if isinstance(W, types.NoneType):
+        return lambda C, W: centre_blocks(C)
+    return lambda C, W: None
 
 
 @overload(_nearest_group, inline="always")
@@ -157,13 +168,13 @@ def _assign_range(X, C, B, W, zero, start, stop, labels, dist, store_dist):
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _assign_serial(X, C, W, zero, labels, dist, store_dist):
-    B = centre_blocks(C)
+    B = _group_blocks(C, W)
     return _assign_range(X, C, B, W, zero, 0, X.shape[0], labels, dist, store_dist)
 
 
 @njit(cache=True, fastmath=_FASTMATH, parallel=True)
 def _assign_parallel(X, C, W, zero, labels, dist, store_dist, rows):
-    B = centre_blocks(C)
+    B = _group_blocks(C, W)
     n = X.shape[0]
     n_blocks = (n + rows - 1) // rows
     bad = np.zeros(n_blocks, np.int64)
@@ -252,7 +263,7 @@ def _stats_block(X, C, B, W, zero, start, stop, labels, dist, store_dist, counts
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _stats_serial(X, C, W, zero, labels, dist, store_dist):
-    B = centre_blocks(C)
+    B = _group_blocks(C, W)
     k, d = C.shape
     counts = np.zeros(k, np.int64)
     sums = np.zeros((k, d), np.float64)
@@ -265,7 +276,7 @@ def _stats_serial(X, C, W, zero, labels, dist, store_dist):
 
 @njit(cache=True, fastmath=_FASTMATH, parallel=True)
 def _stats_parallel(X, C, W, zero, labels, dist, store_dist, n_blocks):
-    B = centre_blocks(C)
+    B = _group_blocks(C, W)
     n = X.shape[0]
     k, d = C.shape
     rows = (n + n_blocks - 1) // n_blocks
@@ -295,15 +306,16 @@ def _block_rows(k: int, d: int) -> int:
     return max(_MIN_BLOCK_ROWS, min(_BLOCK_ROWS, _PARALLEL_MIN_WORK // (k * d)))
 
 
-def _parallel(n: int, k: int, d: int) -> bool:
-    """Is a pass over n rows worth the thread pool's wake-up?"""
-    return n >= _PARALLEL_MIN_ROWS or (n >= 2 * _MIN_BLOCK_ROWS and n * k * d >= _PARALLEL_MIN_WORK)
-
-
 def parallel_rows(k: int, d: int) -> int:
-    """The fewest rows of a pass against k centres of d features that go to all threads."""
+    """The fewest rows of a pass against k centres of d features that go to all threads:
+    _PARALLEL_MIN_ROWS, or fewer (but two blocks) once they hold _PARALLEL_MIN_WORK."""
     wide = max(2 * _MIN_BLOCK_ROWS, -(-_PARALLEL_MIN_WORK // (k * d)))
     return min(_PARALLEL_MIN_ROWS, wide)
+
+
+def _parallel(n: int, k: int, d: int) -> bool:
+    """Is a pass over n rows worth the thread pool's wake-up?"""
+    return n >= parallel_rows(k, d)
 
 
 def _n_blocks(n: int, k: int, d: int) -> int:

@@ -9,7 +9,6 @@ kernels `warmup` does.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -42,11 +41,10 @@ def warmup() -> None:
         warmup_model(None, 64, scaled)
 
 
-def warmup_model(dim: int | None, k: int, scaled: bool, progress: Progress | None = None) -> float:
+def warmup_model(dim: int | None, k: int, scaled: bool, progress: Progress | None = None) -> None:
     """Run what a service's model of `dim` features (None: not known yet) and `k` centres
     needs, on float32 batches: the warm-up fit, batches on one thread and on many, updates and
-    scores. Returns the seconds it took; `progress` hears of each step before it runs."""
-    t0 = time.perf_counter()
+    scores; `progress` hears of each step before it runs."""
     dims = [dim] if dim is not None else [_NARROW_DIM, _WIDE_DIM]
     steps: list[tuple[str, Callable[[], object]]] = []
     for d in dims:
@@ -55,7 +53,6 @@ def warmup_model(dim: int | None, k: int, scaled: bool, progress: Progress | Non
         if progress is not None:
             progress(name, i, len(steps))
         step()
-    return time.perf_counter() - t0
 
 
 def _model_steps(d: int, k: int, scaled: bool) -> list[tuple[str, Callable[[], object]]]:

@@ -56,8 +56,13 @@ def wide_centres(C):
 @njit(inline="always")
 def wide_scratch(X):
     """What `wide_rows` writes between its two steps, for one thread: values, runner-up values
-    and centres of ROWS rows."""
-    return np.empty(ROWS, X.dtype), np.empty(ROWS, X.dtype), np.empty(ROWS, np.int32)
+    and centres of ROWS rows, and their exact sums."""
+    return (
+        np.empty(ROWS, X.dtype),
+        np.empty(ROWS, X.dtype),
+        np.empty(ROWS, np.int32),
+        np.empty(ROWS, X.dtype),
+    )
 
 
 @njit(fastmath={"contract"}, inline="always")
@@ -101,9 +106,9 @@ def _settle(X, i0, C, zero, W, S, out_dist, out_label):
     clears the bound (the sums interleaved: independent chains, each in the exact kernel's
     order), the exact scan for any other row."""
     _, _, c_norm_max, c_sq_max, unit = W
-    best, second, label = S
+    best, second, label, acc = S
     d = X.shape[1]
-    acc = np.zeros(ROWS, X.dtype)
+    acc[:] = zero
     for t in range(d):
         for r in range(ROWS):
             e = X[i0 + r, t] - C[label[r], t]
@@ -134,6 +139,6 @@ def wide_rows(X, i0, C, zero, W, S, out_dist, out_label):
     """Rows i0 .. i0 + ROWS - 1: the exact kernel's nearest centre into out_label and squared
     distance into out_dist, found by the product form. W comes from `wide_centres(C)`, S from
     `wide_scratch(X)`."""
-    best, second, label = S
+    best, second, label, _ = S
     product_rows(X, i0, W[0], W[1], best, second, label)
     _settle(X, i0, C, zero, W, S, out_dist, out_label)

@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "TRANSFORMS",
     "FieldSpec",
+    "column_rows",
     "field_rows",
     "json_type",
     "parse_fields",
@@ -117,6 +118,22 @@ def field_rows(
     row_ok = np.ones(len(objs), bool)
     if A is None:
         A = _slow_columns(objs, fields, good, problems, row_ok)
+    return column_rows(A, fields, good, problems, row_ok)
+
+
+def column_rows(
+    A: np.ndarray,
+    fields: Sequence[FieldSpec],
+    good: list[int],
+    problems: list[Any],
+    row_ok: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The feature rows of float64 field columns `A` (one row per object, before transforms):
+    (X float32 (m, d) of the usable rows, their positions in `A`). Rows where `row_ok` is False
+    already have their problem; each other row outside a transform's domain or not finite gets
+    one, (good[position], reason, message), appended to `problems`."""
+    if row_ok is None:
+        row_ok = np.ones(A.shape[0], bool)
     A = _transform(A, fields, good, problems, row_ok)
     with np.errstate(over="ignore", invalid="ignore"):
         X = A.astype(np.float32)
@@ -132,7 +149,7 @@ def field_rows(
         )
     row_ok &= finite
     keep = np.flatnonzero(row_ok)
-    if len(keep) < len(objs):
+    if len(keep) < A.shape[0]:
         X = np.ascontiguousarray(X[keep])
     return X, keep
 

@@ -27,6 +27,7 @@ __all__ = [
     "encode_f32",
     "encode_json_records",
     "encode_labels",
+    "merge_batches",
 ]
 
 INPUT_FORMATS = ("json", "f32")
@@ -90,16 +91,29 @@ def _decode_json(
     scanned = scan_batch(values, dim, max_bytes)
     if scanned.fast.all():
         return DecodedBatch(scanned.X, np.arange(len(values)), scanned.ids, [], dim)
+    fast = np.flatnonzero(scanned.fast)
     slow = np.flatnonzero(~scanned.fast)
     rest = _decode_json_general([values[i] for i in slow.tolist()], dim, max_bytes, id_path)
-    fast = np.flatnonzero(scanned.fast)
-    index = np.concatenate([fast, slow[rest.index]])
+    return merge_batches(DecodedBatch(scanned.X[fast], fast, scanned.ids, [], dim), slow, rest)
+
+
+def merge_batches(first: DecodedBatch, slow: np.ndarray, rest: DecodedBatch) -> DecodedBatch:
+    """One batch from a scanner's part (`first`, positions already in the whole batch) and the
+    general parser's decoding `rest` of the records at positions `slow`, in input order."""
+    index = np.concatenate([first.index, slow[rest.index]])
     order = np.argsort(index, kind="stable")
-    X = np.concatenate([scanned.X[fast], rest.X]) if rest.X.size else scanned.X[fast]
-    ids = scanned.ids + rest.ids
-    rejects = [Reject(int(slow[r.index]), r.reason, r.message) for r in rest.rejects]
+    X = np.concatenate([first.X, rest.X.reshape(-1, first.X.shape[1])])
+    ids = first.ids + rest.ids
+    rejects = first.rejects + [
+        Reject(int(slow[r.index]), r.reason, r.message) for r in rest.rejects
+    ]
+    rejects.sort()
     return DecodedBatch(
-        np.ascontiguousarray(X[order]), index[order], [ids[j] for j in order.tolist()], rejects, dim
+        np.ascontiguousarray(X[order]),
+        index[order],
+        [ids[j] for j in order.tolist()],
+        rejects,
+        first.dim,
     )
 
 

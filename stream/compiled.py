@@ -71,6 +71,7 @@ def run_warmup() -> int:
     import numba
 
     from engine import warmup
+    from stream.eventscan import warm_event_scanner
     from stream.jsonscan import warm_scanner
 
     target = getattr(numba.config, "CPU_NAME", None) or "this machine's CPU"
@@ -78,5 +79,6 @@ def run_warmup() -> int:
     print(f"streamkm warmup: compiling every kernel for {target} into {cache}", file=sys.stderr)
     warmup()
     warm_scanner()
+    warm_event_scanner()
     print(f"streamkm warmup: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0

@@ -2,7 +2,8 @@
 
 The field spec, its transforms and the object -> row extraction are the model's schema and live
 in `model.fields`, shared with the request path; this module adds what the data path needs: bytes
-parsed a batch at a time, and every failure as a `Reject` for the dead-letter topic.
+decoded a batch at a time (by the event scanner where it vouches for a record, by the general
+parser otherwise), and every failure as a `Reject` for the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from model.fields import FieldSpec, field_rows, ids_at, json_type
+from model.fields import FieldSpec, column_rows, field_rows, ids_at, json_type
 
-from .codec import MAX_VALUE_BYTES, UNPARSED, DecodedBatch, Reject, parse_all
+from .codec import MAX_VALUE_BYTES, UNPARSED, DecodedBatch, Reject, merge_batches, parse_all
+from .eventscan import event_plan, scan_events
 
 __all__ = ["decode_events"]
+
+# Batches from this size on go through the scanner first (below it, its set-up costs more).
+_SCAN_MIN_VALUES = 8
 
 
 def decode_events(
@@ -29,6 +34,30 @@ def decode_events(
 
     Never raises on any input bytes: each record becomes a row or exactly one `Reject`.
     """
+    plan = event_plan(fields, id_path) if len(values) >= _SCAN_MIN_VALUES else None
+    if plan is None:
+        return _decode_events_general(values, fields, id_path, max_value_bytes)
+    scanned = scan_events(values, plan, max_value_bytes)
+    fast = np.flatnonzero(scanned.fast)
+    problems: list[tuple[int, str, str]] = []
+    X, keep = column_rows(scanned.A[fast], fields, fast.tolist(), problems)
+    ids = scanned.ids if len(keep) == len(fast) else [scanned.ids[j] for j in keep.tolist()]
+    first = DecodedBatch(X, fast[keep], ids, sorted(Reject(*p) for p in problems), len(fields))
+    if len(fast) == len(values):
+        return first
+    slow = np.flatnonzero(~scanned.fast)
+    rest = _decode_events_general(
+        [values[i] for i in slow.tolist()], fields, id_path, max_value_bytes
+    )
+    return merge_batches(first, slow, rest)
+
+
+def _decode_events_general(
+    values: Sequence[bytes | None],
+    fields: Sequence[FieldSpec],
+    id_path: tuple[str, ...],
+    max_value_bytes: int,
+) -> DecodedBatch:
     parsed, rejects = parse_all(values, max_value_bytes)
     good = [i for i, o in enumerate(parsed) if type(o) is dict]
     if len(good) < len(parsed):

@@ -25,11 +25,14 @@ import numpy as np
 import orjson
 from numba import njit, prange
 
-__all__ = ["FAST", "SLOW", "ScannedBatch", "scan_batch", "warm_scanner"]
+from engine.views import NO_REFCOUNTS, borrowed
+
+__all__ = ["FAST", "SLOW", "ScannedBatch", "ids_of", "join_values", "scan_batch", "warm_scanner"]
 
 FAST = 0
 SLOW = 1
 _MAX_DEPTH = 64
+_BLOCK = 64  # records per task of the parallel loop
 _EXACT_MANTISSA = 1 << 53
 _F32_MAX = float(np.finfo(np.float32).max)
 _F32_MIN_NORMAL = float(np.finfo(np.float32).tiny)
@@ -67,7 +70,7 @@ def _ws(buf, p, end):
     return p
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _string(buf, p, end):
     """From the opening quote at p: the position after the closing quote, or -1 (invalid, or
     not checked here: bytes outside printable ASCII, \\u escapes)."""
@@ -94,16 +97,17 @@ def _string(buf, p, end):
 
 
 @njit(cache=True, inline="always")
-def _number(buf, p, end, out, j):
-    """A JSON number from p written into out[j] as float32. Returns the position after it,
-    -1 when it is not a number, or -2 when it is one but not converted here (see module)."""
+def _decimal(buf, p, end):
+    """The JSON number at p read as a decimal: (position after it, or -1 when it is no number;
+    mantissa m; exponent of ten; negative; written as an integer; more than 18 digits, when m
+    is meaningless). Shared by both scanners."""
     neg = p < end and buf[p] == 45  # -
     p += neg
     if p >= end:
-        return -1
+        return -1, 0, 0, neg, True, False
     c = buf[p]
     if not 48 <= c <= 57 or (c == 48 and p + 1 < end and 48 <= buf[p + 1] <= 57):
-        return -1  # no digit, or a leading zero
+        return -1, 0, 0, neg, True, False  # no digit, or a leading zero
     p, m, many = _run(buf, p, end, 0, False)
     exp10 = 0
     integer = True
@@ -112,7 +116,7 @@ def _number(buf, p, end, out, j):
         first = p + 1
         p, m, many = _run(buf, first, end, m, many)
         if p == first:
-            return -1
+            return -1, m, exp10, neg, integer, many
         exp10 = first - p
     if p < end and (buf[p] == 101 or buf[p] == 69):  # e E
         integer = False
@@ -128,8 +132,18 @@ def _number(buf, p, end, out, j):
                 e = e * 10 + (buf[p] - 48)
             p += 1
         if p == first:
-            return -1
+            return -1, m, exp10, neg, integer, many
         exp10 += sign * e
+    return p, m, exp10, neg, integer, many
+
+
+@njit(cache=True, inline="always")
+def _number(buf, p, end, out, j):
+    """A JSON number from p written into out[j] as float32. Returns the position after it,
+    -1 when it is not a number, or -2 when it is one but not converted here (see module)."""
+    p, m, exp10, neg, integer, many = _decimal(buf, p, end)
+    if p < 0:
+        return -1
     if many:
         return -2
     if m == 0:
@@ -163,7 +177,7 @@ def _digits(buf, p, end):
     return p
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _skip_number(buf, p, end):
     """Position after the JSON number at p, or -1: not a number, or one the general parser
     might refuse (orjson refuses integers beyond 64 bits and floats that overflow), so more
@@ -218,7 +232,7 @@ def _features(buf, p, end, row):
     return p + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _literal(buf, p, end):
     """Position after the literal true, false or null at p, or -1."""
     c = buf[p]
@@ -232,7 +246,7 @@ def _literal(buf, p, end):
     return p + n
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _key_colon(buf, p, end):
     """A key string at p and its colon: the position of the value, or -1."""
     if p >= end or buf[p] != _QUOTE:
@@ -246,7 +260,7 @@ def _key_colon(buf, p, end):
     return _ws(buf, p + 1, end)
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNTS)
 def _value(buf, p, end, stack):
     """Validate one JSON value from p: the position after it, or -1."""
     depth = 0
@@ -301,7 +315,7 @@ def _value(buf, p, end, stack):
             return p
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _same(buf, p, word):
     """Is the key string at p (its opening quote) exactly `word`, with no escapes?"""
     n = word.shape[0]
@@ -313,7 +327,7 @@ def _same(buf, p, word):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNTS)
 def _record(buf, p, end, row, stack, features, id_word):
     """One record: FAST with its id's span, or SLOW (see the module)."""
     no_id = (np.int64(-1), np.int64(-1))
@@ -360,18 +374,24 @@ def _record(buf, p, end, row, stack, features, id_word):
 
 
 @njit(cache=True, parallel=True)
-def scan_features(buf, offsets, X, status, id_spans):
+def scan_features(buf, offsets, X, status, id_spans, stacks):
     """Records buf[offsets[i]:offsets[i + 1]]: row i of X (float32, n x d), status[i] (FAST or
-    SLOW) and, for FAST, the span of the id's value in buf (-1, -1 without an id)."""
+    SLOW) and, for FAST, the span of the id's value in buf (-1, -1 without an id). `stacks`
+    holds one row of _MAX_DEPTH bytes of scratch per block of 64 records."""
+    # Views without reference counts: the helpers take them once per value (engine/views.py).
+    buf, X, stacks = borrowed(buf), borrowed(X), borrowed(stacks)
     n = offsets.shape[0] - 1
-    n_blocks = (n + 63) // 64
-    for b in prange(n_blocks):
-        stack = np.empty(_MAX_DEPTH, np.uint8)
-        for i in range(b * 64, min(n, (b + 1) * 64)):
-            state, span = _record(buf, offsets[i], offsets[i + 1], X[i], stack, _FEATURES, _ID)
+    for b in prange(_blocks(n)):
+        for i in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
+            state, span = _record(buf, offsets[i], offsets[i + 1], X[i], stacks[b], _FEATURES, _ID)
             status[i] = state
             id_spans[i, 0] = span[0]
             id_spans[i, 1] = span[1]
+
+
+@njit(cache=True, inline="always")
+def _blocks(n):
+    return (n + _BLOCK - 1) // _BLOCK
 
 
 class ScannedBatch(NamedTuple):
@@ -385,21 +405,35 @@ class ScannedBatch(NamedTuple):
 def scan_batch(values: Sequence[bytes | None], dim: int, max_bytes: int) -> ScannedBatch:
     """Scan JSON record values for `{"id": ..., "features": [dim numbers]}`; tombstones and
     values over `max_bytes` are left to the general parser like any other slow record."""
-    n = len(values)
-    if any(v is None for v in values):
-        values = [b"" if v is None else v for v in values]
-    joined = b"".join(values)  # type: ignore[arg-type]
-    lengths = np.fromiter(map(len, values), np.int64, n)  # type: ignore[arg-type]
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    joined, lengths, offsets = join_values(values)
+    n = len(lengths)
     X = np.empty((n, dim), np.float32)
     status = np.empty(n, np.uint8)
     spans = np.empty((n, 2), np.int64)
-    scan_features(np.frombuffer(joined, np.uint8), offsets, X, status, spans)
+    stacks = np.empty(((n + _BLOCK - 1) // _BLOCK, _MAX_DEPTH), np.uint8)
+    scan_features(np.frombuffer(joined, np.uint8), offsets, X, status, spans, stacks)
     fast = (status == FAST) & (lengths <= max_bytes)
-    raw = [joined[s:e] if s >= 0 else b"null" for s, e in spans[fast].tolist()]
-    ids = orjson.loads(b"[" + b",".join(raw) + b"]") if raw else []
+    ids = ids_of(joined, spans, fast)
     return ScannedBatch(X, fast, ids)
+
+
+def join_values(values: Sequence[bytes | None]) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """A batch's values as one buffer (a tombstone as no bytes), their lengths and the n + 1
+    offsets where they start and end."""
+    if any(v is None for v in values):
+        values = [b"" if v is None else v for v in values]
+    joined = b"".join(values)  # type: ignore[arg-type]
+    lengths = np.fromiter(map(len, values), np.int64, len(values))  # type: ignore[arg-type]
+    offsets = np.zeros(len(values) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return joined, lengths, offsets
+
+
+def ids_of(joined: bytes, spans: np.ndarray, fast: np.ndarray) -> list[Any]:
+    """The ids of the fast records from their spans in `joined` (None where there is none),
+    parsed by orjson in one call."""
+    raw = [joined[s:e] if s >= 0 else b"null" for s, e in spans[fast].tolist()]
+    return orjson.loads(b"[" + b",".join(raw) + b"]") if raw else []
 
 
 def warm_scanner() -> None:

@@ -54,6 +54,7 @@ from .batches import Fetched, Sent, ignore_outcome, mark_acked, partition_offset
 from .codec import DecodedBatch, decode_batch, encode_labels
 from .commits import Committer
 from .config import Settings
+from .eventscan import warm_event_scanner
 from .fetch import UnreadableBatchError, fetch
 from .fields import decode_events
 from .jsonscan import warm_scanner
@@ -950,6 +951,9 @@ def warm_kernels(settings: Settings) -> None:
     if settings.input_format == "json" and settings.field_specs is None:
         log.info("kernels: JSON scanner")
         warm_scanner()
+    elif settings.field_specs is not None:
+        log.info("kernels: JSON event scanner")
+        warm_event_scanner()
     log.info("kernels ready in %.1f s", time.perf_counter() - t0)
 
 

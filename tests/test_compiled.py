@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -9,6 +10,8 @@ import pytest
 from serve_process import streamkm_env
 
 from stream.compiled import BASELINES, check_cpu_target, cpu_flags
+from stream.config import Settings
+from stream.service import warm_kernels
 
 
 def test_a_baseline_this_cpu_has_is_kept():
@@ -87,3 +90,19 @@ def test_serve_compiles_the_float32_kernels_of_its_own_shape_class_only():
     # The dot-product form's centres (a tuple) only where the model's shape takes it.
     assert not any("Tuple" in s or "UniTuple" in s for s in narrow)
     assert any(s.startswith("_stats_parallel (Array(float32") and "Tuple" in s for s in wide)
+
+
+@pytest.mark.parametrize(
+    ("changes", "scanner"),
+    [
+        ({}, "kernels: JSON scanner"),
+        ({"fields": "amount:log1p,card.age"}, "kernels: JSON event scanner"),
+        ({"input_format": "f32"}, None),
+    ],
+)
+def test_serve_warms_the_json_scanner_its_input_needs(changes, scanner, caplog):
+    settings = Settings(**{"dim": 2, "k": 3, **changes})
+    with caplog.at_level(logging.INFO, logger="streamkm"):
+        warm_kernels(settings)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("kernels: JSON")]
+    assert said == ([scanner] if scanner else [])

@@ -28,6 +28,7 @@ bench: $(STAMP)
 	sh deploy/install-bench-deps.sh
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/bench_api.py
+	$(PY) bench/bench_decode.py
 	$(PY) bench/plot.py
 
 lint: $(STAMP)

@@ -46,6 +46,7 @@ from report import BENCHMARKS, machine_facts, write_section  # bench/report.py
 from engine import warmup
 from model.topics import TopicSpec, ensure_topics
 from stream.broker import EmbeddedBroker
+from stream.compiled import quiet_worker_threads
 from stream.produce import produce_blobs
 
 RESULTS = BENCHMARKS.parent / "bench-results.json"
@@ -268,6 +269,7 @@ async def sweep_latency(
 
 
 async def main(args: argparse.Namespace) -> tuple[list[dict[str, Contender]], list[dict]]:
+    quiet_worker_threads()  # as `streamkm serve` starts: idle OpenMP workers sleep
     warmup()  # Numba kernels compiled or loaded before anything is timed
     model = fit_sample(DIM, K)
     values = blob_values(args.count, DIM, K)

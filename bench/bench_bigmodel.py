@@ -43,6 +43,7 @@ from model.log import open_model, publish_message
 from model.messages import STATS, ModelReplica, encode_snapshot, message_type
 from model.parts import read_part
 from stream.broker import EmbeddedBroker
+from stream.compiled import quiet_worker_threads
 from stream.config import Settings
 from stream.produce import produce_blobs
 from stream.service import Service
@@ -204,6 +205,7 @@ async def measure(bootstrap: str, topic: str, k: int, count: int) -> Drain:
 
 
 async def main(args: argparse.Namespace) -> str:
+    quiet_worker_threads()  # as `streamkm serve` starts: idle OpenMP workers sleep
     warmup()
     results: dict[int, list[Drain]] = {BIG_K: [], BASE_K: []}
     broker = EmbeddedBroker()

@@ -25,6 +25,7 @@ from report import listed, machine_facts, run_and_report, runs_parser  # bench/r
 
 from engine import warmup
 from stream.broker import EmbeddedBroker
+from stream.compiled import quiet_worker_threads
 from stream.config import Settings
 from stream.produce import BlobStream, encode_block, produce_blobs
 
@@ -68,6 +69,7 @@ async def one_run(bootstrap: str, count: int, run: int) -> dict[str, float]:
 
 
 async def main(args: argparse.Namespace) -> str:
+    quiet_worker_threads()  # as `streamkm serve` starts: idle OpenMP workers sleep
     warmup()
     runs: list[dict[str, float]] = []
     broker = EmbeddedBroker()

@@ -29,6 +29,7 @@ from report import listed, machine_facts, run_and_report, runs_parser  # bench/r
 from engine import warmup
 from model.topics import TopicSpec, ensure_topics
 from stream.broker import EmbeddedBroker
+from stream.compiled import quiet_worker_threads
 from stream.config import Settings
 from stream.produce import BlobStream, encode_block, produce_blobs
 from stream.service import Service
@@ -108,6 +109,7 @@ def drain_settings(bootstrap: str, topic: str, **kw: object) -> Settings:
 
 
 async def main(args: argparse.Namespace) -> str:
+    quiet_worker_threads()  # as `streamkm serve` starts: idle OpenMP workers sleep
     warmup()
     rates: dict[str, list[float]] = {"fields": [], "features": []}
     broker = EmbeddedBroker()

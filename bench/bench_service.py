@@ -47,6 +47,7 @@ from metrics import ServiceMetrics, histogram_quantile
 from metrics.service_metrics import STAGES
 from stream.batches import Fetched, Sent
 from stream.broker import EmbeddedBroker
+from stream.compiled import quiet_worker_threads
 from stream.config import Settings
 from stream.produce import produce_blobs
 from stream.service import GC_THRESHOLDS, Service
@@ -614,6 +615,7 @@ def report(
 
 
 async def main(args: argparse.Namespace) -> str:
+    quiet_worker_threads()  # as `streamkm serve` starts: idle OpenMP workers sleep
     warmup()  # Numba kernels compiled or loaded before anything is timed
     drains: list[Drain] = []
     lat = None

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from api.config import ApiOptions
-from stream.compiled import check_cpu_target, run_warmup
+from stream.compiled import check_cpu_target, quiet_worker_threads, run_warmup
 from stream.config import (
     BrokerOptions,
     ConfigError,
@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse: --help (0) or a usage error (2), already printed
         return e.code if isinstance(e.code, int) else 2
     warning = check_cpu_target()  # before anything imports Numba
+    quiet_worker_threads()
     if warning is not None:
         print(f"streamkm: warning: {warning}", file=sys.stderr)
     try:

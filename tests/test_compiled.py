@@ -9,7 +9,7 @@ import sys
 import pytest
 from serve_process import streamkm_env
 
-from stream.compiled import BASELINES, check_cpu_target, cpu_flags
+from stream.compiled import BASELINES, check_cpu_target, cpu_flags, quiet_worker_threads
 from stream.config import Settings
 from stream.service import warm_kernels
 
@@ -106,3 +106,12 @@ def test_serve_warms_the_json_scanner_its_input_needs(changes, scanner, caplog):
         warm_kernels(settings)
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("kernels: JSON")]
     assert said == ([scanner] if scanner else [])
+
+
+def test_idle_openmp_workers_sleep_unless_the_user_chose_a_wait_policy():
+    env: dict[str, str] = {}
+    quiet_worker_threads(env)
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    chosen = {"OMP_WAIT_POLICY": "ACTIVE"}
+    quiet_worker_threads(chosen)
+    assert chosen == {"OMP_WAIT_POLICY": "ACTIVE"}

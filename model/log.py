@@ -53,17 +53,19 @@ class UpdateLog:
         client_kwargs: dict[str, Any],
         replica: ModelReplica,
         on_applied: OnApplied | None = None,
+        fetch_wait_ms: int = _FOLLOW_WAIT_MS,
     ) -> None:
         self.topic = topic
         self.replica = replica
         self._tp = TopicPartition(topic, 0)
-        # A short fetch wait: an instance pacing a backlog (--max-staleness) waits for its own
-        # statistics to come back, and the embedded broker holds a fetch for its full wait.
+        # A short fetch wait by default: an instance pacing a backlog (--max-staleness) waits
+        # for its own statistics to come back, and the embedded broker holds a fetch for its
+        # full wait (Apache Kafka answers as soon as a record arrives).
         self._consumer = AIOKafkaConsumer(
             **client_kwargs,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=_FOLLOW_WAIT_MS,
+            fetch_max_wait_ms=fetch_wait_ms,
         )
         self._on_applied = on_applied
         self._changed = asyncio.Condition()
@@ -379,10 +381,12 @@ async def open_model(
     model: str,
     client_kwargs: dict[str, Any],
     on_applied: OnApplied | None = None,
+    fetch_wait_ms: int = _FOLLOW_WAIT_MS,
 ) -> tuple[UpdateLog, Snapshot | None]:
     """Bring `replica` to the model as every instance sees it now: the latest snapshot, then
     the updates log after it, read to its end. Returns the started log (the caller follows or
-    stops it) and the snapshot it started from."""
+    stops it, its fetches waiting up to `fetch_wait_ms` for records) and the snapshot it
+    started from."""
     snapshot = await read_latest_snapshot(snapshots_topic, model, client_kwargs)
     if snapshot is not None:
         replica.restore(snapshot)
@@ -392,7 +396,7 @@ async def open_model(
             snapshot.state.version,
             snapshot.next_offset,
         )
-    updates = UpdateLog(updates_topic, client_kwargs, replica, on_applied)
+    updates = UpdateLog(updates_topic, client_kwargs, replica, on_applied, fetch_wait_ms)
     await updates.start()
     try:
         await updates.catch_up()

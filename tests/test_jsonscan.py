@@ -223,3 +223,21 @@ def test_a_float32_value_written_with_nine_digits_comes_back_bit_for_bit():
     decoded = assert_same_as_general(values)
     assert decoded.X.view(np.uint32).tolist() == f.view(np.uint32).tolist()
     assert struct.pack("<f", decoded.X[0, 0]) == struct.pack("<f", f[0, 0])
+
+
+def test_digit_runs_of_every_length_read_eight_at_a_time_decode_as_the_general_parser_does():
+    # Runs of 1 to 24 digits, split every way around the point, so that eight-digit words
+    # start and end everywhere, meet the 18-digit limit, and border ':' and '/' (the bytes
+    # either side of the digits) as well as the usual separators.
+    texts = []
+    for n in range(1, 25):
+        digits = "".join(str((7 * i + n) % 10) for i in range(n)).lstrip("0") or "0"
+        for cut in range(len(digits) + 1):
+            texts.append(digits if cut == len(digits) else f"{digits[:cut] or '0'}.{digits[cut:]}")
+    values = [('{"features":[' + ",".join([t] * DIM) + "]}").encode() for t in texts]
+    values += [('{"features":[1,2,3,' + t + "]}").encode() for t in ("12345678:", "1234567/8")]
+    decoded = assert_same_as_general(values)
+    assert len(decoded.index) > len(texts) // 2
+    # Up to 16 significant digits every spelling is the scanner's own (exact in a double).
+    short = [len(t.replace(".", "").lstrip("0")) <= 16 for t in texts]
+    assert scan_batch(values[: len(texts)], DIM, 1_048_576).fast[short].all()

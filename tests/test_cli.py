@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from stream.cli import build_parser, main, parse_command, parse_settings
@@ -161,3 +163,21 @@ def test_secrets_are_kept_but_not_shown():
 def test_parser_flags_match_the_settings_fields():
     serve = build_parser().parse_args(["serve"])
     assert set(vars(serve)) - {"command"} == {f for f in Settings.__dataclass_fields__}
+
+
+@pytest.mark.parametrize("chosen", [None, "ACTIVE"])
+def test_every_command_starts_with_idle_openmp_workers_asleep_unless_the_user_chose(
+    chosen, monkeypatch
+):
+    import stream.cli
+
+    if chosen is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", chosen)
+    seen = []
+    monkeypatch.setattr(
+        stream.cli, "_run", lambda command, options: seen.append(os.environ["OMP_WAIT_POLICY"]) or 0
+    )
+    assert main(["serve", "--k", "3"]) == 0
+    assert seen == [chosen or "PASSIVE"]

@@ -15,7 +15,7 @@ import orjson
 
 from model.fields import json_type, path_value
 
-from .jsonscan import scan_batch
+from .jsonscan import SCAN_MIN_VALUES, scan_batch
 
 __all__ = [
     "INPUT_FORMATS",
@@ -77,16 +77,12 @@ def decode_batch(
 # --- json -----------------------------------------------------------------------------------
 
 
-# Batches from this size on go through the scanner first (below it, its set-up costs more).
-_SCAN_MIN_VALUES = 8
-
-
 def _decode_json(
     values: Sequence[bytes | None], dim: int | None, max_bytes: int, id_path: tuple[str, ...]
 ) -> DecodedBatch:
     """The scanner's rows where it vouches for them (stream/jsonscan.py), the general parser
     for the rest and for batches it does not take (no dimension yet, an id other than "id")."""
-    if dim is None or id_path != ("id",) or len(values) < _SCAN_MIN_VALUES:
+    if dim is None or id_path != ("id",) or len(values) < SCAN_MIN_VALUES:
         return _decode_json_general(values, dim, max_bytes, id_path)
     scanned = scan_batch(values, dim, max_bytes)
     if scanned.fast.all():

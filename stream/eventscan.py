@@ -26,11 +26,18 @@ from engine.views import NO_REFCOUNTS, borrowed
 from model.fields import FieldSpec
 
 from .jsonscan import (
+    _BACKSLASH,
+    _BLOCK,
+    _EXACT_MANTISSA,
+    _MAX_DEPTH,
+    _QUOTE,
     FAST,
     SLOW,
+    _blocks,
     _decimal,
     _key_colon,
     _literal,
+    _scaled,
     _value,
     _ws,
     ids_of,
@@ -39,12 +46,7 @@ from .jsonscan import (
 
 __all__ = ["EventPlan", "ScannedEvents", "event_plan", "scan_events", "warm_event_scanner"]
 
-_MAX_DEPTH = 64
-_BLOCK = 64  # records per task of the parallel loop
 _MAX_NODES = 255  # the path of nodes is kept in bytes
-_EXACT_MANTISSA = 1 << 53
-_POW10 = np.array([10.0**e for e in range(23)])
-_QUOTE, _BACKSLASH = ord('"'), ord("\\")
 # A tree node's role: the object on some field's path, the id's value, or field number r >= 0.
 _OBJECT, _ID = -1, -2
 
@@ -89,13 +91,12 @@ def event_plan(fields: Sequence[FieldSpec], id_path: tuple[str, ...]) -> EventPl
             keys += raw
     if len(role) > _MAX_NODES:
         return None
-    as_array = np.asarray
     return EventPlan(
         np.frombuffer(bytes(keys) or b"\0", np.uint8),
-        as_array(start, np.int64),
-        as_array(length, np.int64),
-        as_array(parent, np.int64),
-        as_array(role, np.int64),
+        np.asarray(start, np.int64),
+        np.asarray(length, np.int64),
+        np.asarray(parent, np.int64),
+        np.asarray(role, np.int64),
         len(fields),
     )
 
@@ -120,10 +121,7 @@ def _number(buf, p, end, out, j):
         return p
     if exp10 < -22 or exp10 > 22 or m > _EXACT_MANTISSA:
         return -2
-    # Both operands are exact doubles, so one correctly rounded operation gives the correctly
-    # rounded value of the decimal (Clinger's fast path).
-    y = np.float64(m)
-    y = y * _POW10[exp10] if exp10 >= 0 else y / _POW10[-exp10]
+    y = _scaled(m, exp10)  # exact: m is at most 2**53
     out[j] = -y if neg else y
     return p
 
@@ -257,7 +255,7 @@ def _scan(buf, offsets, A, status, id_spans, scratch, keys, start, length, paren
     parent, role = borrowed(parent), borrowed(role)
     n = offsets.shape[0] - 1
     m = role.shape[0]
-    for b in prange((n + _BLOCK - 1) // _BLOCK):
+    for b in prange(_blocks(n)):
         stack = scratch[b, :_MAX_DEPTH]
         seen = scratch[b, _MAX_DEPTH : _MAX_DEPTH + m]
         on_path = scratch[b, _MAX_DEPTH + m :]
@@ -288,7 +286,7 @@ def scan_events(values: Sequence[bytes | None], plan: EventPlan, max_bytes: int)
     status = np.empty(n, np.uint8)
     spans = np.empty((n, 2), np.int64)
     m = plan.role.shape[0]
-    scratch = np.empty(((n + _BLOCK - 1) // _BLOCK, _MAX_DEPTH + 2 * m), np.uint8)
+    scratch = np.empty((_blocks(n), _MAX_DEPTH + 2 * m), np.uint8)
     _scan(
         np.frombuffer(joined, np.uint8), offsets, A, status, spans, scratch,
         plan.keys, plan.start, plan.length, plan.parent, plan.role,

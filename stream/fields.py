@@ -16,11 +16,9 @@ from model.fields import FieldSpec, column_rows, field_rows, ids_at, json_type
 
 from .codec import MAX_VALUE_BYTES, UNPARSED, DecodedBatch, Reject, merge_batches, parse_all
 from .eventscan import event_plan, scan_events
+from .jsonscan import SCAN_MIN_VALUES
 
 __all__ = ["decode_events"]
-
-# Batches from this size on go through the scanner first (below it, its set-up costs more).
-_SCAN_MIN_VALUES = 8
 
 
 def decode_events(
@@ -34,7 +32,7 @@ def decode_events(
 
     Never raises on any input bytes: each record becomes a row or exactly one `Reject`.
     """
-    plan = event_plan(fields, id_path) if len(values) >= _SCAN_MIN_VALUES else None
+    plan = event_plan(fields, id_path) if len(values) >= SCAN_MIN_VALUES else None
     if plan is None:
         return _decode_events_general(values, fields, id_path, max_value_bytes)
     scanned = scan_events(values, plan, max_value_bytes)

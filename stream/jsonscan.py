@@ -27,12 +27,23 @@ from numba import njit, prange
 
 from engine.views import NO_REFCOUNTS, borrowed
 
-__all__ = ["FAST", "SLOW", "ScannedBatch", "ids_of", "join_values", "scan_batch", "warm_scanner"]
+__all__ = [
+    "FAST",
+    "SCAN_MIN_VALUES",
+    "SLOW",
+    "ScannedBatch",
+    "ids_of",
+    "join_values",
+    "scan_batch",
+    "warm_scanner",
+]
 
 FAST = 0
 SLOW = 1
 _MAX_DEPTH = 64
 _BLOCK = 64  # records per task of the parallel loop
+# Batches from this size on go through a scanner first (below it, its set-up costs more).
+SCAN_MIN_VALUES = 8
 _EXACT_MANTISSA = 1 << 53
 _F32_MAX = float(np.finfo(np.float32).max)
 _F32_MIN_NORMAL = float(np.finfo(np.float32).tiny)
@@ -173,6 +184,15 @@ def _decimal(buf, p, end):
 
 
 @njit(cache=True, inline="always")
+def _scaled(m, exp10):
+    """m * 10**exp10 as a double, for |exp10| <= 22: one correctly rounded operation on the
+    double of m and an exact power of ten (Clinger's fast path: the correctly rounded value of
+    the decimal when m <= 2**53, at most an ulp off beyond). Shared by both scanners."""
+    y = np.float64(m)
+    return y * _POW10[exp10] if exp10 >= 0 else y / _POW10[-exp10]
+
+
+@njit(cache=True, inline="always")
 def _number(buf, p, end, out, j):
     """A JSON number from p written into out[j] as float32. Returns the position after it,
     -1 when it is not a number, or -2 when it is one but not converted here (see module)."""
@@ -187,8 +207,7 @@ def _number(buf, p, end, out, j):
         return p
     if exp10 < -22 or exp10 > 22:
         return -2
-    y = np.float64(m)
-    y = y * _POW10[exp10] if exp10 >= 0 else y / _POW10[-exp10]
+    y = _scaled(m, exp10)
     if not y < _F32_MAX:
         return -2
     if m > _EXACT_MANTISSA:
@@ -408,6 +427,13 @@ def _record(buf, p, end, row, stack, features, id_word):
     return FAST, id_span
 
 
+@njit(cache=True, inline="always")
+def _blocks(n):
+    """Tasks of the parallel loop over n records: blocks of _BLOCK (both scanners; also how
+    many rows of scratch the caller allocates)."""
+    return (n + _BLOCK - 1) // _BLOCK
+
+
 @njit(cache=True, parallel=True)
 def scan_features(buf, offsets, X, status, id_spans, stacks):
     """Records buf[offsets[i]:offsets[i + 1]]: row i of X (float32, n x d), status[i] (FAST or
@@ -422,11 +448,6 @@ def scan_features(buf, offsets, X, status, id_spans, stacks):
             status[i] = state
             id_spans[i, 0] = span[0]
             id_spans[i, 1] = span[1]
-
-
-@njit(cache=True, inline="always")
-def _blocks(n):
-    return (n + _BLOCK - 1) // _BLOCK
 
 
 class ScannedBatch(NamedTuple):
@@ -445,7 +466,7 @@ def scan_batch(values: Sequence[bytes | None], dim: int, max_bytes: int) -> Scan
     X = np.empty((n, dim), np.float32)
     status = np.empty(n, np.uint8)
     spans = np.empty((n, 2), np.int64)
-    stacks = np.empty(((n + _BLOCK - 1) // _BLOCK, _MAX_DEPTH), np.uint8)
+    stacks = np.empty((_blocks(n), _MAX_DEPTH), np.uint8)
     scan_features(np.frombuffer(joined, np.uint8), offsets, X, status, spans, stacks)
     fast = (status == FAST) & (lengths <= max_bytes)
     ids = ids_of(joined, spans, fast)

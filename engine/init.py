@@ -2,105 +2,137 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .simd import LANES, ROWS, centre_blocks, distance_rows
-from .wide import exact_distance
+from .validation import raise_not_finite
+
+Seed = int | None | np.random.RandomState
+"""A seed: an int, None (fresh entropy) or a RandomState whose draws continue (scikit-learn's
+`random_state` across `n_init` runs)."""
 
 
-def random_init(X: np.ndarray, n_clusters: int, seed: int | None) -> np.ndarray:
-    """Pick n_clusters distinct rows at random (scikit-learn's "random" for the same seed)."""
+def random_init(
+    X: np.ndarray, n_clusters: int, seed: Seed, sample_weight: np.ndarray | None = None
+) -> np.ndarray:
+    """Pick n_clusters distinct rows at random, with probability proportional to their weight
+    (scikit-learn's "random" for the same seed: `RandomState.choice` without replacement)."""
+    rng = _random_state(seed)
     n = X.shape[0]
-    rng = np.random.RandomState(seed)
-    # RandomState.choice(n, k, replace=False, p=uniform) draws k uniforms and looks them up in
-    # the cumulative distribution; `_search_uniform_cdf` does just that without building it.
-    idx = _search_uniform_cdf(n, rng.random_sample(n_clusters))
-    if np.unique(idx).size < n_clusters:  # a repeated draw: let choice redraw as it does
-        idx = np.random.RandomState(seed).choice(n, size=n_clusters, replace=False, p=_uniform(n))
+    if sample_weight is None and n < 2**24:
+        # choice(n, k, replace=False, p=ones/ones.sum()) draws k uniforms and looks them up in
+        # the cumulative distribution; `_search_uniform_cdf` does just that without building it.
+        # p is 1/n in X's dtype, as scikit-learn's weights of ones in X's dtype give it.
+        p = float(X.dtype.type(1) / X.dtype.type(n))
+        before = rng.get_state()
+        idx = _search_uniform_cdf(n, rng.random_sample(n_clusters), p)
+        if np.unique(idx).size == n_clusters:
+            return np.array(X[idx], dtype=X.dtype, order="C")
+        rng.set_state(before)  # a repeated draw: let choice redraw as it does
+    w = _seed_weights(sample_weight, n, X.dtype)
+    idx = rng.choice(n, size=n_clusters, replace=False, p=w / w.sum())
     return np.array(X[idx], dtype=X.dtype, order="C")
 
 
 def kmeans_plusplus(
-    X: np.ndarray, n_clusters: int, seed: int | None, n_local_trials: int | None = None
+    X: np.ndarray,
+    n_clusters: int,
+    seed: Seed,
+    n_local_trials: int | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Greedy k-means++ (Arthur & Vassilvitskii 2007, as scikit-learn implements it).
+    """Greedy k-means++ (Arthur & Vassilvitskii 2007), in scikit-learn's arithmetic.
 
     Each new centre is the best of `2 + log(k)` candidates sampled with probability
-    proportional to the squared distance to the nearest centre chosen so far.
+    proportional to weight times squared distance to the nearest centre chosen so far.
+    Distances are measured as scikit-learn measures them (on centred data, by the expanded
+    product ||x||^2 - 2 x.c + ||c||^2, float32 rows upcast to float64 in its chunks) and
+    potentials summed in X's dtype, so the same seed picks the same rows as
+    `sklearn.cluster.KMeans` in float64 and in float32.
     """
-    rng = np.random.RandomState(seed)
-    n, d = X.shape
+    rng = _random_state(seed)
+    n = X.shape[0]
+    w = _seed_weights(sample_weight, n, X.dtype)
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
-    centers = np.empty((n_clusters, d), dtype=X.dtype)
-    first = rng.choice(n, p=_uniform(n))
-    centers[0] = X[first]
-    closest = _trial_distances(X, np.array([first]))[0]
-    potential = closest.sum()
+    with np.errstate(invalid="ignore", over="ignore"):
+        Xc = X - X.mean(axis=0)
+        norms = None if Xc.dtype == np.float32 else np.einsum("ij,ij->i", Xc, Xc)
+    if not (np.isfinite(Xc).all() and (norms is None or np.isfinite(norms).all())):
+        raise_not_finite(X)
+    chosen = np.empty(n_clusters, np.int64)
+    chosen[0] = rng.choice(n, p=w / w.sum())
+    closest = _sq_distances(Xc[chosen[0]][None, :], Xc, norms)
+    potential = closest @ w
     for c in range(1, n_clusters):
-        if potential <= 0:
-            # Every remaining point sits on a centre: duplicates, so any point will do.
-            centers[c] = X[rng.randint(n)]
-            continue
         draws = rng.uniform(size=n_local_trials) * potential
-        candidates = np.searchsorted(np.cumsum(closest), draws)
-        np.clip(candidates, None, n - 1, out=candidates)
-        best_pot, best_dist, best_id = np.inf, closest, candidates[0]
-        trials = _trial_distances(X, candidates)
-        for cand, trial in zip(candidates, trials, strict=True):
-            dist = np.minimum(closest, trial)
-            pot = dist.sum()
-            if pot < best_pot:
-                best_pot, best_dist, best_id = pot, dist, cand
-        centers[c] = X[best_id]
-        closest, potential = best_dist, best_pot
-    return centers
+        candidates = np.searchsorted(np.cumsum(w * closest), draws)
+        np.clip(candidates, None, closest.size - 1, out=candidates)
+        trials = _sq_distances(Xc[candidates], Xc, norms)
+        np.minimum(closest, trials, out=trials)
+        pots = trials @ w.reshape(-1, 1)
+        best = int(np.argmin(pots))
+        potential = pots[best]
+        closest = trials[best]
+        chosen[c] = candidates[best]
+    return np.array(X[chosen], dtype=X.dtype, order="C")
 
 
-@njit(cache=True, fastmath={"contract"}, parallel=True)
-def _trial_distances(X, rows):
-    """Squared distance (float64) of every row of X to each of X[rows], one row of the result
-    per candidate, in the exact kernel's arithmetic ((x - c)^2 summed feature by feature in X's
-    dtype), the candidates side by side in vector lanes."""
-    n, d = X.shape
-    m = rows.size
-    C = np.empty((m, d), X.dtype)
-    for q in range(m):
-        C[q] = X[rows[q]]
-    B = centre_blocks(C)
-    out = np.empty((m, n), np.float64)
-    n_blocks = (n + 1023) // 1024
-    for b in prange(n_blocks):
-        tmp = np.empty((ROWS, B.shape[0] * LANES), X.dtype)
-        start, stop = b * 1024, min(n, (b + 1) * 1024)
-        i = start
-        while i < stop:
-            if i + ROWS <= stop:
-                distance_rows(X, i, B, tmp)
-            else:
-                for r in range(stop - i):
-                    for q in range(m):
-                        tmp[r, q] = exact_distance(X, i + r, C, q, X.dtype.type(0))
-            for r in range(min(ROWS, stop - i)):
-                for q in range(m):
-                    out[q, i + r] = tmp[r, q]
-            i += ROWS
+def _random_state(seed: Seed) -> np.random.RandomState:
+    return seed if isinstance(seed, np.random.RandomState) else np.random.RandomState(seed)
+
+
+def _seed_weights(sample_weight: np.ndarray | None, n: int, dtype: np.dtype) -> np.ndarray:
+    """Row weights in X's dtype (ones when None), as scikit-learn's seeding sums them."""
+    if sample_weight is None:
+        return np.ones(n, dtype=dtype)
+    return np.asarray(sample_weight, dtype=dtype).reshape(n)
+
+
+def _sq_distances(A: np.ndarray, Y: np.ndarray, y_norms: np.ndarray | None) -> np.ndarray:
+    """Squared distances (m, n) of the rows of A to those of Y by the expanded product, clipped
+    at 0: float64 in one product; float32 upcast to float64 in chunks and rounded back."""
+    if Y.dtype == np.float32:
+        D = _upcast_sq_distances(A, Y)
+    else:
+        D = -2 * (A @ Y.T)
+        D += np.einsum("ij,ij->i", A, A)[:, None]
+        D += y_norms.reshape(1, -1)  # type: ignore[union-attr]
+    np.maximum(D, 0, out=D)
+    return D
+
+
+def _upcast_sq_distances(A: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """float32 squared distances from float64 chunks (about a tenth more memory than A, Y and
+    the result, at least 10 MiB), chunked as scikit-learn chunks them so the bits agree."""
+    m, n, d = A.shape[0], Y.shape[0], Y.shape[1]
+    out = np.empty((m, n), np.float32)
+    maxmem = max(((m + n) * d + m * n) / 10, 10 * 2**17)
+    tmp = 2 * d
+    batch = max(int((-tmp + math.sqrt(tmp**2 + 4 * maxmem)) / 2), 1)
+    for xs in _batches(m, batch):
+        Ac = A[xs].astype(np.float64)
+        AA = np.einsum("ij,ij->i", Ac, Ac)[:, None]
+        for ys in _batches(n, batch):
+            Yc = Y[ys].astype(np.float64)
+            D = -2 * (Ac @ Yc.T)
+            D += AA
+            D += np.einsum("ij,ij->i", Yc, Yc)[None, :]
+            out[xs, ys] = D.astype(np.float32, copy=False)
     return out
 
 
-def _uniform(n: int) -> np.ndarray:
-    """Uniform sampling probabilities, computed as scikit-learn does so seeds agree."""
-    weights = np.ones(n)
-    return weights / weights.sum()
+def _batches(n: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
 @njit(cache=True)
-def _search_uniform_cdf(n, draws):
+def _search_uniform_cdf(n, draws, p):
     """`searchsorted(cdf, draws, side="right")` on the normalised cumulative sum of n copies
-    of 1/n, bit for bit as NumPy computes it (a sequential sum), without an array of n floats.
-    """
-    p = 1.0 / n
+    of p (about 1/n), bit for bit as NumPy computes it (a sequential sum), without an array of
+    n floats."""
     total = 0.0
     for _ in range(n):
         total += p

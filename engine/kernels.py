@@ -185,7 +185,7 @@ def _assign_parallel(X, C, W, zero, labels, dist, store_dist, rows):
 
 
 @njit(fastmath=_FASTMATH, inline="always")
-def _stats_rows(X, C, zero, start, stop, labels, dist, store_dist, counts, sums, sq, d):
+def _stats_rows(X, C, zero, start, stop, labels, dist, store_dist, counts, sums, sq, w, wsum, d):
     changed = 0
     for i in range(start, stop):
         j, s = _nearest(X, i, C, zero, d)
@@ -194,29 +194,42 @@ def _stats_rows(X, C, zero, start, stop, labels, dist, store_dist, counts, sums,
             labels[i] = j
         if store_dist:
             dist[i] = s
-        counts[j] += 1
-        sq[j] += s
-        for t in range(d):
-            sums[j, t] += X[i, t]
+        _add_row(X, i, j, s, counts, sums, sq, w, wsum, d)
     return changed
 
 
 @njit(fastmath=_FASTMATH, inline="always")
-def _count_row(X, i, j, s, labels, dist, store_dist, counts, sums, sq):
+def _add_row(X, i, j, s, counts, sums, sq, w, wsum, d):
+    """Add row i (squared distance s) to cluster j's sums, weighted by w[i] when w is given
+    (an empty w: every row weighs 1 and wsum is left alone)."""
+    counts[j] += 1
+    if w.shape[0] == 0:
+        sq[j] += s
+        for t in range(d):
+            sums[j, t] += X[i, t]
+    else:
+        wi = w[i]
+        wsum[j] += wi
+        sq[j] += wi * s
+        for t in range(d):
+            sums[j, t] += wi * X[i, t]
+
+
+@njit(fastmath=_FASTMATH, inline="always")
+def _count_row(X, i, j, s, labels, dist, store_dist, counts, sums, sq, w, wsum):
     """Record row i's centre j and squared distance s; returns whether its label changed."""
     changed = labels[i] != j  # no branch: new labels are as good as random
     labels[i] = j
     if store_dist:
         dist[i] = s
-    counts[j] += 1
-    sq[j] += s
-    for t in range(X.shape[1]):
-        sums[j, t] += X[i, t]
+    _add_row(X, i, j, s, counts, sums, sq, w, wsum, X.shape[1])
     return changed
 
 
 @njit(fastmath=_FASTMATH)
-def _stats_vector(X, C, B, W, zero, start, stop, labels, dist, store_dist, counts, sums, sq):
+def _stats_vector(
+    X, C, B, W, zero, start, stop, labels, dist, store_dist, counts, sums, sq, w, wsum
+):
     d = X.shape[1]
     out_dist = np.empty(WIDE_ROWS, X.dtype)
     out_label = np.empty(WIDE_ROWS, np.int32)
@@ -233,49 +246,57 @@ def _stats_vector(X, C, B, W, zero, start, stop, labels, dist, store_dist, count
             labels[i + r] = j
             if store_dist:
                 dist[i + r] = s
-            counts[j] += 1
-            sq[j] += s
-            for t in range(d):
-                sums[j, t] += X[i + r, t]
+            _add_row(X, i + r, j, s, counts, sums, sq, w, wsum, d)
         i += step
     # The rows left over: the same sums as the vector lanes (see _assign_vector).
     for row in range(i, stop):
         j, s = exact_nearest(X, row, C, zero)
-        changed += _count_row(X, row, j, s, labels, dist, store_dist, counts, sums, sq)
+        changed += _count_row(X, row, j, s, labels, dist, store_dist, counts, sums, sq, w, wsum)
     return changed
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _stats_block(X, C, B, W, zero, start, stop, labels, dist, store_dist, counts, sums, sq):
+def _stats_block(
+    X, C, B, W, zero, start, stop, labels, dist, store_dist, counts, sums, sq, w, wsum
+):
     """Assign rows [start, stop) and accumulate their statistics; returns labels changed.
 
     The same two ways to find the nearest centre as `_assign_range`.
     """
     d = X.shape[1]
     if d == 1:
-        return _stats_rows(X, C, zero, start, stop, labels, dist, store_dist, counts, sums, sq, 1)
+        return _stats_rows(
+            X, C, zero, start, stop, labels, dist, store_dist, counts, sums, sq, w, wsum, 1
+        )
     if d == 2:
-        return _stats_rows(X, C, zero, start, stop, labels, dist, store_dist, counts, sums, sq, 2)
+        return _stats_rows(
+            X, C, zero, start, stop, labels, dist, store_dist, counts, sums, sq, w, wsum, 2
+        )
     if d == 3:
-        return _stats_rows(X, C, zero, start, stop, labels, dist, store_dist, counts, sums, sq, 3)
-    return _stats_vector(X, C, B, W, zero, start, stop, labels, dist, store_dist, counts, sums, sq)
+        return _stats_rows(
+            X, C, zero, start, stop, labels, dist, store_dist, counts, sums, sq, w, wsum, 3
+        )
+    return _stats_vector(
+        X, C, B, W, zero, start, stop, labels, dist, store_dist, counts, sums, sq, w, wsum
+    )
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _stats_serial(X, C, W, zero, labels, dist, store_dist):
+def _stats_serial(X, C, W, zero, labels, dist, store_dist, w):
     B = _group_blocks(C, W)
     k, d = C.shape
     counts = np.zeros(k, np.int64)
     sums = np.zeros((k, d), np.float64)
     sq = np.zeros(k, np.float64)
+    wsum = np.zeros(k, np.float64)
     changed = _stats_block(
-        X, C, B, W, zero, 0, X.shape[0], labels, dist, store_dist, counts, sums, sq
+        X, C, B, W, zero, 0, X.shape[0], labels, dist, store_dist, counts, sums, sq, w, wsum
     )
-    return counts, sums, sq, changed
+    return counts, sums, sq, wsum, changed
 
 
 @njit(cache=True, fastmath=_FASTMATH, parallel=True)
-def _stats_parallel(X, C, W, zero, labels, dist, store_dist, n_blocks):
+def _stats_parallel(X, C, W, zero, labels, dist, store_dist, w, n_blocks):
     B = _group_blocks(C, W)
     n = X.shape[0]
     k, d = C.shape
@@ -283,22 +304,26 @@ def _stats_parallel(X, C, W, zero, labels, dist, store_dist, n_blocks):
     p_counts = np.zeros((n_blocks, k), np.int64)
     p_sums = np.zeros((n_blocks, k, d), np.float64)
     p_sq = np.zeros((n_blocks, k), np.float64)
+    p_wsum = np.zeros((n_blocks, k), np.float64)
     p_changed = np.zeros(n_blocks, np.int64)
     for b in prange(n_blocks):
         start = b * rows
         stop = min(n, start + rows)
         p_changed[b] = _stats_block(
-            X, C, B, W, zero, start, stop, labels, dist, store_dist, p_counts[b], p_sums[b], p_sq[b]
-        )
+            X, C, B, W, zero, start, stop, labels, dist, store_dist,
+            p_counts[b], p_sums[b], p_sq[b], w, p_wsum[b],
+        )  # fmt: skip
     # Reduce in block order: the same bits whatever the thread count.
     counts = p_counts[0].copy()
     sums = p_sums[0].copy()
     sq = p_sq[0].copy()
+    wsum = p_wsum[0].copy()
     for b in range(1, n_blocks):
         counts += p_counts[b]
         sums += p_sums[b]
         sq += p_sq[b]
-    return counts, sums, sq, p_changed.sum()
+        wsum += p_wsum[b]
+    return counts, sums, sq, wsum, p_changed.sum()
 
 
 def _block_rows(k: int, d: int) -> int:
@@ -383,24 +408,36 @@ def assign_stats(
     centers: np.ndarray,
     labels: np.ndarray,
     dist: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """One fused pass: assign rows to centres and sum them per cluster.
 
     Writes labels (int32, updated in place) and, when given, squared distances into `dist`.
     Returns (counts int64 (k,), coordinate sums float64 (k, d), squared-distance sums
-    float64 (k,), number of labels that changed).
+    float64 (k,), number of labels that changed). With `weights` (float64 (n,), one per row)
+    sums and squared-distance sums are weighted and the first array is the summed weight of
+    each cluster (float64) instead of its row count.
     """
     X, C, W, zero = _prepare(X, centers)
     store = dist is not None
     out = dist if dist is not None else np.empty(0, X.dtype)
+    w = np.empty(0, np.float64) if weights is None else _row_weights(weights, X.shape[0])
     n, d = X.shape
     if _parallel(n, C.shape[0], d):
-        counts, sums, sq, changed = _stats_parallel(
-            X, C, W, zero, labels, out, store, _n_blocks(n, C.shape[0], d)
+        counts, sums, sq, wsum, changed = _stats_parallel(
+            X, C, W, zero, labels, out, store, w, _n_blocks(n, C.shape[0], d)
         )
     else:
-        counts, sums, sq, changed = _stats_serial(X, C, W, zero, labels, out, store)
-    return counts, sums, sq, int(changed)
+        counts, sums, sq, wsum, changed = _stats_serial(X, C, W, zero, labels, out, store, w)
+    return (counts if weights is None else wsum), sums, sq, int(changed)
+
+
+def _row_weights(weights: np.ndarray, n: int) -> np.ndarray:
+    """Weights as the kernels take them: float64, contiguous, writeable (one compiled type)."""
+    w = np.ascontiguousarray(weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"weights have shape {w.shape}; expected ({n},), one per row")
+    return w if w.flags.writeable else w.copy()
 
 
 @njit(cache=True, parallel=True)

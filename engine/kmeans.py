@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .init import kmeans_plusplus, random_init
+from .init import Seed, kmeans_plusplus, random_init
 from .kernels import assign, assign_labels, assign_stats, column_variance
 from .validation import (
     check_data,
     check_finite_result,
     check_n_clusters,
     check_positive,
+    check_weights,
     raise_not_finite,
 )
 
@@ -19,7 +20,7 @@ class KMeans:
     """K-means clustering by Lloyd's algorithm.
 
     Each iteration assigns every row to its nearest centre and moves each centre to the mean
-    of its rows, in one fused parallel pass. Iteration stops when no label changes (strict
+    of its rows (weighted by `sample_weight` when given), in one fused parallel pass. Iteration stops when no label changes (strict
     convergence) or when the squared centre shift falls below `tol` times the mean feature
     variance, as in scikit-learn. An empty cluster is moved to the row farthest from its
     centre.
@@ -34,8 +35,9 @@ class KMeans:
         Maximum number of Lloyd iterations.
     tol : float
         Relative tolerance on the centre shift (scaled by the data's mean variance).
-    seed : int or None
-        Seed of the initialisation; the same seed gives the same result.
+    seed : int, None or numpy.random.RandomState
+        Seed of the initialisation; the same seed gives the same result. A RandomState goes
+        on drawing where it stands (several runs from one generator).
 
     Examples
     --------
@@ -54,7 +56,7 @@ class KMeans:
         init: str | np.ndarray = "k-means++",
         max_iter: int = 300,
         tol: float = 1e-4,
-        seed: int | None = 0,
+        seed: Seed = 0,
     ) -> None:
         self.n_clusters = n_clusters
         self.init = init
@@ -62,11 +64,12 @@ class KMeans:
         self.tol = tol
         self.seed = seed
 
-    def fit(self, X: object) -> KMeans:
-        """Compute the clustering of X; returns self."""
+    def fit(self, X: object, sample_weight: object = None) -> KMeans:
+        """Compute the clustering of X, each row counted `sample_weight` times; returns self."""
         X = check_data(X, finite=False)  # checked on the first pass's sums instead
         n, d = X.shape
         k = check_n_clusters(self.n_clusters, n)
+        w = None if sample_weight is None else check_weights(sample_weight, n)
         if (
             isinstance(self.max_iter, bool)
             or not isinstance(self.max_iter, int)
@@ -75,7 +78,7 @@ class KMeans:
             raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
         if self.tol != 0:
             check_positive(self.tol, "tol")
-        centers = self._initial_centers(X, k)
+        centers = self._initial_centers(X, k, w)
         tol = float(np.mean(column_variance(X)) * self.tol) if self.tol else 0.0
 
         labels = np.full(n, -1, np.int32)
@@ -83,13 +86,13 @@ class KMeans:
         n_iter = 0
         while n_iter < self.max_iter:
             n_iter += 1
-            counts, sums, sq, changed = assign_stats(X, centers, labels)
+            counts, sums, sq, changed = assign_stats(X, centers, labels, weights=w)
             if n_iter == 1:
                 check_finite_result(X, np.concatenate([sums.ravel(), sq]))
             if changed == 0:
                 strict = True
                 break
-            new = _centers_from_sums(X, centers, labels, counts, sums)
+            new = _centers_from_sums(X, centers, labels, counts, sums, w)
             shift = float(((new - centers) ** 2).sum())
             centers = new.astype(X.dtype)
             if shift <= tol:
@@ -98,7 +101,7 @@ class KMeans:
             inertia = float(sq.sum())
         else:
             # The last update moved the centres: label and score against the final ones.
-            counts, sums, sq, _ = assign_stats(X, centers, labels)
+            counts, sums, sq, _ = assign_stats(X, centers, labels, weights=w)
             inertia = float(sq.sum())
         self.cluster_centers_ = centers
         self.labels_ = labels
@@ -116,9 +119,9 @@ class KMeans:
             raise_not_finite(X)
         return labels
 
-    def fit_predict(self, X: object) -> np.ndarray:
+    def fit_predict(self, X: object, sample_weight: object = None) -> np.ndarray:
         """Fit, then return the labels of the training rows."""
-        return self.fit(X).labels_
+        return self.fit(X, sample_weight).labels_
 
     def transform(self, X: object) -> np.ndarray:
         """Euclidean distance of each row to each centre, shape (n, k)."""
@@ -127,13 +130,16 @@ class KMeans:
         diff = X[:, None, :].astype(np.float64) - centers[None, :, :]
         return np.sqrt((diff * diff).sum(axis=2))
 
-    def score(self, X: object) -> float:
-        """Opposite of the inertia of X against the fitted centres (scikit-learn's sign)."""
+    def score(self, X: object, sample_weight: object = None) -> float:
+        """Opposite of the (weighted) inertia of X against the fitted centres (scikit-learn's
+        sign)."""
         centers = self._fitted()
         X = check_data(X, dim=centers.shape[1], finite=False)
         dist = assign(X, centers)[1]
         check_finite_result(X, dist)
-        return -float(dist.astype(np.float64).sum())
+        if sample_weight is None:
+            return -float(dist.astype(np.float64).sum())
+        return -float(dist.astype(np.float64) @ check_weights(sample_weight, X.shape[0]))
 
     def _fitted(self) -> np.ndarray:
         centers = getattr(self, "cluster_centers_", None)
@@ -141,13 +147,13 @@ class KMeans:
             raise ValueError("this KMeans is not fitted yet; call fit(X) first")
         return centers
 
-    def _initial_centers(self, X: np.ndarray, k: int) -> np.ndarray:
+    def _initial_centers(self, X: np.ndarray, k: int, w: np.ndarray | None) -> np.ndarray:
         init = self.init
         if isinstance(init, str):
             if init == "k-means++":
-                return kmeans_plusplus(X, k, self.seed)
+                return kmeans_plusplus(X, k, self.seed, sample_weight=w)
             if init == "random":
-                return random_init(X, k, self.seed)
+                return random_init(X, k, self.seed, w)
             raise ValueError(f"init must be 'k-means++', 'random' or an array, got {init!r}")
         centers = check_data(init, name="init")
         if centers.shape != (k, X.shape[1]):
@@ -164,18 +170,21 @@ def _centers_from_sums(
     labels: np.ndarray,
     counts: np.ndarray,
     sums: np.ndarray,
+    w: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Means of the clusters; empty clusters take the rows farthest from their centres."""
+    """(Weighted) means of the clusters; a cluster with no weight takes the row farthest from
+    its centre, with that row's weight (scikit-learn's relocation)."""
     counts = counts.astype(np.float64)
     empty = np.flatnonzero(counts == 0)
     if empty.size:
         dist = ((X - old[labels]) ** 2).sum(axis=1)
         far = np.argpartition(dist, -empty.size)[: -empty.size - 1 : -1]
         for new_id, idx in zip(empty, far, strict=True):
-            row = X[idx].astype(np.float64)
+            weight = 1.0 if w is None else float(w[idx])
+            row = X[idx].astype(np.float64) * weight
             old_id = labels[idx]
             sums[old_id] -= row
-            counts[old_id] -= 1
+            counts[old_id] -= weight
             sums[new_id] = row
-            counts[new_id] = 1
+            counts[new_id] = weight
     return sums / np.where(counts > 0, counts, 1.0)[:, None]

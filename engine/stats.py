@@ -35,7 +35,9 @@ class StatsFormatError(ValueError):
 class BatchStats:
     """Per-cluster statistics of a set of rows assigned to k centres.
 
-    counts: int64 (k,); sums: float64 (k, d) coordinate sums; sq_sums: float64 (k,) sums of
+    counts: int64 (k,) rows per cluster, or float64 (k,) their summed sample weights for
+    weighted statistics (an engine model's own; the model log carries row counts only);
+    sums: float64 (k, d) coordinate sums (weighted for weighted statistics); sq_sums: float64 (k,) sums of
     squared distances to the assigned centre; far_points: float64 (m, d) the rows farthest
     from their centres, m <= MAX_FAR, with far_sq: float64 (m,) their squared distances,
     sorted by decreasing distance. feature_m2: float64 (d,) or None, the rows' per-feature sum
@@ -60,9 +62,15 @@ class BatchStats:
         return int(self.sums.shape[1])
 
     @property
-    def n(self) -> int:
-        """Number of rows the statistics cover."""
-        return int(self.counts.sum())
+    def n(self) -> float:
+        """Number of rows the statistics cover (their summed weight for weighted ones)."""
+        total = self.counts.sum()
+        return float(total) if self.weighted else int(total)
+
+    @property
+    def weighted(self) -> bool:
+        """True for statistics of weighted rows (float counts)."""
+        return self.counts.dtype.kind == "f"
 
     @classmethod
     def empty(cls, k: int, d: int) -> BatchStats:
@@ -118,6 +126,8 @@ class BatchStats:
 
     def to_bytes(self) -> bytes:
         """Serialise: little-endian header plus raw arrays; only clusters with rows are sent."""
+        if self.weighted:
+            raise ValueError("weighted statistics are not published: the model log carries rows")
         rows = np.flatnonzero(self.counts).astype("<u4")
         sparse = rows.size < self.k
         moments = self.feature_m2 is not None
@@ -195,20 +205,28 @@ class BatchStats:
 
 
 def batch_stats(
-    X: np.ndarray, centers: np.ndarray, n_far: int = MAX_FAR
+    X: np.ndarray,
+    centers: np.ndarray,
+    n_far: int = MAX_FAR,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, BatchStats]:
-    """Assign a batch to `centers` in one pass: (labels int32, squared distances, stats)."""
+    """Assign a batch to `centers` in one pass: (labels int32, squared distances, stats).
+
+    With `sample_weight` (float64, one per row) the statistics are weighted (float counts) and
+    rows of weight 0 are never re-seeding candidates.
+    """
     n = X.shape[0]
     labels = np.zeros(n, np.int32)
     dist = np.empty(n, X.dtype if X.dtype in (np.float32, np.float64) else np.float64)
-    counts, sums, sq, _ = assign_stats(X, centers, labels, dist)
-    far_idx = _far_indices(dist, min(n_far, n))
+    counts, sums, sq, _ = assign_stats(X, centers, labels, dist, sample_weight)
+    far_dist = dist if sample_weight is None else np.where(sample_weight > 0, dist, 0)
+    far_idx = _far_indices(far_dist, min(n_far, n))
     stats = BatchStats(
         counts=counts,
         sums=sums,
         sq_sums=sq,
         far_points=np.asarray(X[far_idx], dtype=np.float64).reshape(len(far_idx), X.shape[1]),
-        far_sq=dist[far_idx].astype(np.float64),
+        far_sq=far_dist[far_idx].astype(np.float64),
     )
     return labels, dist, stats
 

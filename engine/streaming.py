@@ -7,7 +7,7 @@ import struct
 
 import numpy as np
 
-from .init import kmeans_plusplus, random_init
+from .init import Seed, kmeans_plusplus, random_init
 from .kernels import assign, assign_labels
 from .state import ModelState
 from .stats import batch_stats
@@ -17,6 +17,7 @@ from .validation import (
     check_finite_result,
     check_n_clusters,
     check_positive,
+    check_weights,
     raise_not_finite,
 )
 
@@ -29,9 +30,9 @@ class StreamingKMeans:
 
     The first `partial_fit` seeds k centres by k-means++ on that batch. Every call assigns the
     batch to the current centres, sums it per cluster and moves each centre to the weighted
-    mean of its old position (weight w_j) and the batch rows it received. With `half_life`
-    (in rows), old weight decays by half every `half_life` rows, so the model follows drifting
-    data. The same update rule, applied by `engine.update.apply_update`, drives the service's
+    mean of its old position (weight w_j) and the batch rows it received (each counted
+    `sample_weight` times when given). With `half_life` (in rows, or summed row weight), old
+    weight decays by half every `half_life` rows, so the model follows drifting data. The same update rule, applied by `engine.update.apply_update`, drives the service's
     replicated model. `version` counts the model messages applied (the init is the first).
 
     Parameters
@@ -40,7 +41,7 @@ class StreamingKMeans:
         Number of clusters k.
     half_life : float or None
         Rows after which old statistics weigh half; None keeps all history.
-    seed : int or None
+    seed : int, None or numpy.random.RandomState
         Seed of the k-means++ initialisation.
     init : {"k-means++", "random"} or array of shape (k, d)
         How the first batch seeds the centres.
@@ -63,7 +64,7 @@ class StreamingKMeans:
         self,
         n_clusters: int = 8,
         half_life: float | None = None,
-        seed: int | None = 0,
+        seed: Seed = 0,
         init: str | np.ndarray = "k-means++",
         reseed_fraction: float = DEFAULT_RESEED_FRACTION,
     ) -> None:
@@ -97,15 +98,18 @@ class StreamingKMeans:
         """Number of model messages applied (0 before the first partial_fit)."""
         return 0 if self._state is None else self._state.version
 
-    def partial_fit(self, X: object) -> StreamingKMeans:
-        """Update the model with one mini-batch; returns self."""
+    def partial_fit(self, X: object, sample_weight: object = None) -> StreamingKMeans:
+        """Update the model with one mini-batch, each row counted `sample_weight` times;
+        returns self."""
         if self._state is None:
             X = check_data(X)
-            self._state = ModelState.initial(self._seed_centers(X))
+            w = None if sample_weight is None else check_weights(sample_weight, X.shape[0])
+            self._state = ModelState.initial(self._seed_centers(X, w))
         else:
             # Finiteness is checked on the batch's sums: NaN or infinity in X shows up there.
             X = check_data(X, dim=self._state.d, finite=False)
-        _, _, stats = batch_stats(X, self._state.centers)
+            w = None if sample_weight is None else check_weights(sample_weight, X.shape[0])
+        _, _, stats = batch_stats(X, self._state.centers, sample_weight=w)
         check_finite_result(X, stats.sq_sums)
         self.last_update = apply_update(self._state, stats, self._half_life(), self.reseed_fraction)
         self._state = self.last_update.state
@@ -132,7 +136,8 @@ class StreamingKMeans:
         params = {
             "n_clusters": self.n_clusters,
             "half_life": self.half_life,
-            "seed": self.seed,
+            # a generator's position is not a parameter: a restored model seeds afresh
+            "seed": None if isinstance(self.seed, np.random.RandomState) else self.seed,
             "reseed_fraction": self.reseed_fraction,
         }
         blob = json.dumps(params).encode()
@@ -161,14 +166,14 @@ class StreamingKMeans:
     def _half_life(self) -> float | None:
         return check_positive(self.half_life, "half_life", allow_none=True)
 
-    def _seed_centers(self, X: np.ndarray) -> np.ndarray:
+    def _seed_centers(self, X: np.ndarray, w: np.ndarray | None) -> np.ndarray:
         k = check_n_clusters(self.n_clusters, X.shape[0])
         check_positive(self.half_life, "half_life", allow_none=True)
         if isinstance(self.init, str):
             if self.init == "k-means++":
-                return kmeans_plusplus(X, k, self.seed)
+                return kmeans_plusplus(X, k, self.seed, sample_weight=w)
             if self.init == "random":
-                return random_init(X, k, self.seed)
+                return random_init(X, k, self.seed, w)
             raise ValueError(f"init must be 'k-means++', 'random' or an array, got {self.init!r}")
         centers = check_data(self.init, name="init")
         if centers.shape != (k, X.shape[1]):

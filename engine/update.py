@@ -39,8 +39,8 @@ class UpdateResult:
     reseeded: tuple[int, ...]  # clusters re-seeded by this update
 
 
-def decay_factor(n: int, half_life: float | None) -> float:
-    """Weight kept by old statistics after n new rows."""
+def decay_factor(n: float, half_life: float | None) -> float:
+    """Weight kept by old statistics after n new rows (or that much summed row weight)."""
     if half_life is None or n == 0:
         return 1.0
     return float(0.5 ** (n / half_life))
@@ -73,7 +73,7 @@ def apply_update(
     scaler = state.scaler
     if scaler is not None:
         assert stats.feature_m2 is not None
-        scaler = scaler.updated(stats.n, stats.sums, stats.feature_m2, a)
+        scaler = scaler.updated(int(stats.n), stats.sums, stats.feature_m2, a)
     return UpdateResult(
         ModelState(centers, weights, sq_sums, state.version + 1, scaler), float(shift), reseeded
     )

@@ -60,7 +60,7 @@ def check_n_clusters(n_clusters: object, n_samples: int | None = None) -> int:
         raise ValueError(f"n_clusters must be >= 1, got {k}")
     if n_samples is not None and k > n_samples:
         raise ValueError(
-            f"n_clusters={k} is larger than the number of samples ({n_samples}); "
+            f"n_samples={n_samples} should be >= n_clusters={k}; "
             "pass more samples or ask for fewer clusters"
         )
     return k
@@ -76,3 +76,24 @@ def check_positive(value: object, name: str, *, allow_none: bool = False) -> flo
     if not np.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return v
+
+
+def check_weights(sample_weight: object, n_samples: int) -> np.ndarray:
+    """Validate one non-negative finite weight per sample (not all zero); float64 (n,)."""
+    w = np.asarray(sample_weight)
+    if w.dtype == np.bool_ or not np.issubdtype(w.dtype, np.number):
+        raise ValueError(f"sample_weight must hold numbers, got dtype {w.dtype}")
+    if np.issubdtype(w.dtype, np.complexfloating):
+        raise ValueError(f"sample_weight must hold real numbers, got dtype {w.dtype}")
+    if w.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight has shape {w.shape}; expected ({n_samples},), one weight per sample"
+        )
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    if not np.isfinite(w).all():
+        raise ValueError("sample_weight contains NaN or infinity")
+    if (w < 0).any():
+        raise ValueError(f"sample_weight must be >= 0; row {int(np.argmax(w < 0))} is negative")
+    if not w.sum() > 0:
+        raise ValueError("sample_weight sums to 0: at least one sample must weigh something")
+    return w if w.flags.writeable else w.copy()

@@ -76,7 +76,7 @@ def test_same_seed_same_result_and_fit_predict(blobs):
 @pytest.mark.parametrize(
     "kwargs, X, message",
     [
-        ({"n_clusters": 5}, np.zeros((3, 2)), "larger than the number of samples"),
+        ({"n_clusters": 5}, np.zeros((3, 2)), "should be >= n_clusters"),
         ({"n_clusters": 0}, np.zeros((3, 2)), "n_clusters must be >= 1"),
         ({"n_clusters": 2.5}, np.zeros((3, 2)), "n_clusters must be an integer"),
         ({"n_clusters": 2}, np.array([[0.0, np.nan], [1, 1], [2, 2]]), "NaN or infinity"),
@@ -114,3 +114,43 @@ def test_predict_refuses_non_finite_rows_and_names_the_first(blobs, bad, dtype):
         km.score(X)
     with pytest.raises(ValueError, match="row 42"):
         KMeans(3).fit(X)
+
+
+@pytest.mark.parametrize("init", ["random", "k-means++"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sample_weights_give_scikit_learns_weighted_result(blobs, init, dtype):
+    X = blobs.astype(dtype)
+    w = np.random.default_rng(5).uniform(0.1, 3.0, len(X)).astype(dtype)
+    ours = KMeans(5, init=init, max_iter=100, seed=2).fit(X, sample_weight=w)
+    ref = SKKMeans(5, init=init, n_init=1, max_iter=100, random_state=2).fit(X, sample_weight=w)
+    rtol = 1e-4 if dtype == np.float32 else 1e-9
+    np.testing.assert_array_equal(ours.labels_, ref.labels_)
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=rtol, atol=rtol)
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=rtol)
+    assert ours.score(X, sample_weight=w) == pytest.approx(-ours.inertia_, rel=rtol)
+
+
+def test_whole_number_weights_count_rows_that_many_times(blobs):
+    X = blobs[:3000]
+    reps = np.random.default_rng(1).integers(0, 4, len(X))
+    init = X[np.flatnonzero(reps)[:5]]
+    weighted = KMeans(5, init=init, tol=0).fit(X, sample_weight=reps.astype(float))
+    repeated = KMeans(5, init=init, tol=0).fit(np.repeat(X, reps, axis=0))
+    np.testing.assert_allclose(weighted.cluster_centers_, repeated.cluster_centers_, rtol=1e-9)
+    assert weighted.inertia_ == pytest.approx(repeated.inertia_, rel=1e-9)
+    np.testing.assert_array_equal(np.repeat(weighted.labels_, reps), repeated.labels_)
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        (np.ones(7), r"shape \(7,\)"),
+        (-np.ones(30_000), "must be >= 0"),
+        (np.zeros(30_000), "sums to 0"),
+        (np.full(30_000, np.nan), "NaN or infinity"),
+        (np.array(["a"] * 30_000), "must hold numbers"),
+    ],
+)
+def test_bad_sample_weights_say_what_to_fix(blobs, weights, message):
+    with pytest.raises(ValueError, match=message):
+        KMeans(3).fit(blobs, sample_weight=weights)

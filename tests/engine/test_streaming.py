@@ -86,7 +86,7 @@ def test_scores_are_near_one_for_members_and_large_for_outliers(blobs):
 @pytest.mark.parametrize(
     "model, batches, message",
     [
-        (StreamingKMeans(8), [np.zeros((4, 2))], "larger than the number of samples"),
+        (StreamingKMeans(8), [np.zeros((4, 2))], "should be >= n_clusters"),
         (StreamingKMeans(2), [np.ones((4, 2)), np.ones((4, 3))], "has 3 features"),
         (StreamingKMeans(2), [np.array([[1.0, np.nan], [0.0, 0.0]])], "NaN or infinity"),
         (StreamingKMeans(2, half_life=0), [np.ones((4, 2))], "half_life"),
@@ -108,3 +108,30 @@ def test_predict_before_any_data_says_what_to_do():
 def test_corrupt_snapshots_are_refused(data):
     with pytest.raises(ValueError):
         StreamingKMeans.from_bytes(data)
+
+
+@pytest.mark.parametrize("half_life", [None, 3000.0])
+def test_whole_number_weights_update_as_repeated_rows(blobs, half_life):
+    X, _ = blobs
+    reps = np.random.default_rng(2).integers(0, 4, len(X))
+    init = X[:6]
+    weighted = StreamingKMeans(6, half_life=half_life, init=init)
+    repeated = StreamingKMeans(6, half_life=half_life, init=init)
+    for start in range(0, 8192, 1024):
+        part, r = X[start : start + 1024], reps[start : start + 1024]
+        weighted.partial_fit(part, sample_weight=r.astype(float))
+        repeated.partial_fit(np.repeat(part, r, axis=0))
+    np.testing.assert_allclose(weighted.cluster_centers_, repeated.cluster_centers_, rtol=1e-9)
+    np.testing.assert_allclose(weighted.weights_, repeated.weights_, rtol=1e-9)
+
+
+def test_a_row_of_weight_zero_neither_moves_a_centre_nor_reseeds_one(blobs):
+    X, _ = blobs
+    skm = StreamingKMeans(2, init=np.array([[0.0] * 6, [1.0] * 6]))
+    far = np.full((1, 6), 1e6)
+    batch = np.concatenate([X[:500], far])
+    w = np.r_[np.ones(500), 0.0]
+    skm.partial_fit(batch, sample_weight=w)
+    reference = StreamingKMeans(2, init=np.array([[0.0] * 6, [1.0] * 6])).partial_fit(X[:500])
+    np.testing.assert_array_equal(skm.cluster_centers_, reference.cluster_centers_)
+    assert np.abs(skm.cluster_centers_).max() < 1e5

@@ -14,6 +14,7 @@ COPY metrics/ metrics/
 COPY model/ model/
 COPY stream/ stream/
 COPY api/ api/
+COPY estimators/ estimators/
 RUN pip install . && rm -rf /src
 
 RUN useradd --system --uid 10001 --home-dir /home/streamkm --create-home streamkm

@@ -32,13 +32,13 @@ bench: $(STAMP)
 	$(PY) bench/plot.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check engine model stream metrics tests bench
-	$(VENV)/bin/ruff format --check engine model stream metrics tests bench
+	$(VENV)/bin/ruff check engine model stream metrics api estimators tests bench
+	$(VENV)/bin/ruff format --check engine model stream metrics api estimators tests bench
 	$(VENV)/bin/mypy
 
 fmt: $(STAMP)
-	$(VENV)/bin/ruff format engine model stream metrics tests bench
-	$(VENV)/bin/ruff check --fix engine model stream metrics tests bench
+	$(VENV)/bin/ruff format engine model stream metrics api estimators tests bench
+	$(VENV)/bin/ruff check --fix engine model stream metrics api estimators tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 """streamkm's compute engine: Numba kernels and k-means models. Pure computation, no I/O."""
 
 from .init import kmeans_plusplus, random_init
-from .kernels import assign
+from .kernels import assign, distances
 from .kmeans import KMeans
 from .scaling import Scaler
 from .state import ModelState, StateFormatError
@@ -33,6 +33,7 @@ __all__ = [
     "assign",
     "batch_stats",
     "decay_factor",
+    "distances",
     "kmeans_plusplus",
     "model_assign",
     "model_batch_stats",

@@ -460,6 +460,30 @@ def _column_variance_parallel(X):
     return p_sq.sum(axis=0) / n
 
 
+@njit(cache=True, parallel=True)
+def _distances(X, C, out):
+    n, d = X.shape
+    k = C.shape[0]
+    for i in prange(n):
+        for j in range(k):
+            s = 0.0
+            for t in range(d):
+                diff = np.float64(X[i, t]) - C[j, t]
+                s += diff * diff
+            out[i, j] = np.sqrt(s)
+
+
+def distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Euclidean distance of every row of X to every centre, shape (n, k) in X's dtype
+    (float32 or float64; other dtypes become float64), summed in float64 row by row."""
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    out = np.empty((X.shape[0], centers.shape[0]), X.dtype)
+    _distances(X, np.ascontiguousarray(centers, dtype=np.float64), out)
+    return out
+
+
 def column_variance(X: np.ndarray) -> np.ndarray:
     """Per-column population variance (float64), two-pass for accuracy."""
     return _column_variance_parallel(X)

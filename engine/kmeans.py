@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .init import Seed, kmeans_plusplus, random_init
-from .kernels import assign, assign_labels, assign_stats, column_variance
+from .kernels import assign, assign_labels, assign_stats, column_variance, distances
 from .validation import (
     check_data,
     check_finite_result,
@@ -124,11 +124,10 @@ class KMeans:
         return self.fit(X, sample_weight).labels_
 
     def transform(self, X: object) -> np.ndarray:
-        """Euclidean distance of each row to each centre, shape (n, k)."""
+        """Euclidean distance of each row to each centre, shape (n, k), in X's dtype."""
         centers = self._fitted()
         X = check_data(X, dim=centers.shape[1])
-        diff = X[:, None, :].astype(np.float64) - centers[None, :, :]
-        return np.sqrt((diff * diff).sum(axis=2))
+        return distances(X, centers)
 
     def score(self, X: object, sample_weight: object = None) -> float:
         """Opposite of the (weighted) inertia of X against the fitted centres (scikit-learn's

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# scikit-learn's check_array_api_input (tests/estimators) needs SciPy's array API mode, which
+# SciPy reads once, at its first import; NumPy input behaves the same either way.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest

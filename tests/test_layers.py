@@ -41,8 +41,16 @@ def test_engine_imports_only_numpy_numba_and_the_standard_library(path):
         ("model", {"stream", "metrics", "api"}),
         ("metrics", {"stream", "model", "api"}),
         ("api", {"stream"}),
+        ("estimators", {"model", "stream", "metrics", "api"}),
     ],
 )
 def test_arrows_point_down_only(package, forbidden):
     for path, roots in imported_roots(package).items():
         assert not roots & forbidden, f"{path} imports {sorted(roots & forbidden)}"
+
+
+@pytest.mark.parametrize("path", sorted(imported_roots("estimators")))
+def test_estimators_stand_on_engine_and_scikit_learn_alone(path):
+    roots = imported_roots("estimators")[path] - {"__future__"}
+    third_party = {r for r in roots if r not in sys.stdlib_module_names}
+    assert third_party <= {"numpy", "sklearn", "engine"}, f"{path} imports {sorted(third_party)}"

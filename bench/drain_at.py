@@ -23,19 +23,22 @@ ROOT = Path(__file__).resolve().parent.parent
 TREES = ROOT / ".bench-trees"
 
 
-def tree_at(commit: str) -> Path:
-    """The sources at `commit` (extracted on first use), with their kernels compiled."""
+def tree_at(commit: str, warm: bool = True) -> Path:
+    """The sources at `commit` (extracted on first use), with their kernels compiled unless
+    `warm` is False (then they compile on first use, into the tree's own Numba cache)."""
     sha = subprocess.run(
         ["git", "rev-parse", "--short=12", f"{commit}^{{commit}}"],
         cwd=ROOT, check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
     tree = TREES / sha
-    if not (tree / ".complete").exists():
+    if not (tree / ".extracted").exists():
         tree.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(
             ["git", "archive", sha], cwd=ROOT, check=True, capture_output=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        (tree / ".extracted").touch()
+    if warm and not (tree / ".complete").exists():
         print(f"compiling the kernels of {sha} (once) ...", file=sys.stderr)
         subprocess.run([sys.executable, __file__, str(tree), "warm"], check=True, env=_env())
         (tree / ".complete").touch()

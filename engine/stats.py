@@ -219,7 +219,9 @@ def batch_stats(
     labels = np.zeros(n, np.int32)
     dist = np.empty(n, X.dtype if X.dtype in (np.float32, np.float64) else np.float64)
     counts, sums, sq, _ = assign_stats(X, centers, labels, dist, sample_weight)
-    far_dist = dist if sample_weight is None else np.where(sample_weight > 0, dist, 0)
+    far_dist = dist
+    if sample_weight is not None and not sample_weight.all():
+        far_dist = np.where(sample_weight > 0, dist, 0)
     far_idx = _far_indices(far_dist, min(n_far, n))
     stats = BatchStats(
         counts=counts,

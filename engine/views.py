@@ -32,7 +32,10 @@ NO_REFCOUNTS: dict[str, Any] = {"_nrt": False}
 
 @intrinsic
 def borrowed(typingctx, arr):
-    """A view of the array `arr` (an argument of the calling kernel) that holds no reference."""
+    """A view of the array `arr` (an argument of the calling kernel) that holds no reference;
+    None stays None (an optional array)."""
+    if isinstance(arr, types.NoneType):
+        return arr(arr), lambda context, builder, sig, args: args[0]
     if not isinstance(arr, types.Array):
         return None
 

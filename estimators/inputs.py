@@ -11,10 +11,11 @@ FLOATS = [np.float64, np.float32]
 """Input dtypes kept as they are (anything else numeric becomes float64), as in scikit-learn."""
 
 
-def checked_X(estimator: Any, X: Any, *, reset: bool) -> np.ndarray:
-    """X as a 2-D float64/float32 array with finite values; sets or checks `n_features_in_`
-    and `feature_names_in_` (reset=True at fit)."""
-    return validate_data(estimator, X, dtype=FLOATS, reset=reset)
+def checked_X(estimator: Any, X: Any, *, reset: bool, finite: bool = True) -> np.ndarray:
+    """X as a 2-D float64/float32 array; sets or checks `n_features_in_` and
+    `feature_names_in_` (reset=True at fit). finite=False leaves NaN and infinity to the
+    engine, which finds them in the first pass's sums instead of a pass of its own (fit)."""
+    return validate_data(estimator, X, dtype=FLOATS, reset=reset, ensure_all_finite=finite)
 
 
 def checked_weights(sample_weight: Any, X: np.ndarray) -> np.ndarray | None:

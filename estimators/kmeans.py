@@ -84,7 +84,7 @@ class KMeans(NearestCentres, ClassNamePrefixFeaturesOutMixin, ClusterMixin, Base
 
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> KMeans:
         """Cluster X, each row counted `sample_weight` times (ones when None); returns self."""
-        X = checked_X(self, X, reset=True)
+        X = checked_X(self, X, reset=True, finite=False)
         w = checked_weights(sample_weight, X)
         init = self.init
         if not isinstance(init, str):
@@ -103,10 +103,11 @@ class KMeans(NearestCentres, ClassNamePrefixFeaturesOutMixin, ClusterMixin, Base
             ):
                 best = run
         assert best is not None
-        if np.unique(best.labels_).size < self.n_clusters:
+        found = np.count_nonzero(np.bincount(best.labels_, minlength=self.n_clusters))
+        if found < self.n_clusters:
             warnings.warn(
-                f"found {np.unique(best.labels_).size} distinct clusters of n_clusters="
-                f"{self.n_clusters}: X has fewer distinct points",
+                f"found {found} distinct clusters of n_clusters={self.n_clusters}: X has "
+                "fewer distinct points",
                 ConvergenceWarning,
                 stacklevel=2,
             )

@@ -148,7 +148,7 @@ def test_whole_number_weights_count_rows_that_many_times(blobs):
         (-np.ones(30_000), "must be >= 0"),
         (np.zeros(30_000), "sums to 0"),
         (np.full(30_000, np.nan), "NaN or infinity"),
-        (np.array(["a"] * 30_000), "must hold numbers"),
+        (np.array(["a"] * 30_000), "must hold real numbers"),
     ],
 )
 def test_bad_sample_weights_say_what_to_fix(blobs, weights, message):

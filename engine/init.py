@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 from numba import njit
 
 from .validation import raise_not_finite
+
+# Most bytes of float64 copies of the rows kept during one k-means++ seeding (float32 rows).
+_UPCAST_CACHE = 256 * 1024 * 1024
 
 Seed = int | None | np.random.RandomState
 """A seed: an int, None (fresh entropy) or a RandomState whose draws continue (scikit-learn's
@@ -64,13 +68,14 @@ def kmeans_plusplus(
         raise_not_finite(X)
     chosen = np.empty(n_clusters, np.int64)
     chosen[0] = rng.choice(n, p=w / w.sum())
-    closest = _sq_distances(Xc[chosen[0]][None, :], Xc, norms)
+    distances = _Distances(Xc, norms)
+    closest = distances.to(Xc[chosen[0]][None, :])
     potential = closest @ w
     for c in range(1, n_clusters):
         draws = rng.uniform(size=n_local_trials) * potential
         candidates = np.searchsorted(np.cumsum(w * closest), draws)
         np.clip(candidates, None, closest.size - 1, out=candidates)
-        trials = _sq_distances(Xc[candidates], Xc, norms)
+        trials = distances.to(Xc[candidates])
         np.minimum(closest, trials, out=trials)
         pots = trials @ w.reshape(-1, 1)
         best = int(np.argmin(pots))
@@ -91,37 +96,60 @@ def _seed_weights(sample_weight: np.ndarray | None, n: int, dtype: np.dtype) -> 
     return np.asarray(sample_weight, dtype=dtype).reshape(n)
 
 
-def _sq_distances(A: np.ndarray, Y: np.ndarray, y_norms: np.ndarray | None) -> np.ndarray:
-    """Squared distances (m, n) of the rows of A to those of Y by the expanded product, clipped
-    at 0: float64 in one product; float32 upcast to float64 in chunks and rounded back."""
-    if Y.dtype == np.float32:
-        D = _upcast_sq_distances(A, Y)
-    else:
-        D = -2 * (A @ Y.T)
-        D += np.einsum("ij,ij->i", A, A)[:, None]
-        D += y_norms.reshape(1, -1)  # type: ignore[union-attr]
-    np.maximum(D, 0, out=D)
-    return D
+class _Distances:
+    """Squared distances from rows A to the rows of Y by the expanded product, clipped at 0,
+    as scikit-learn computes them: float64 in one product with Y's norms given; float32 upcast
+    to float64 in its chunks (about a tenth more memory than A, Y and the result, at least
+    10 MiB) and rounded back. The upcast chunks of Y and their norms are the same for every A
+    of a seeding, so they are made once and kept while they fit in _UPCAST_CACHE bytes (with
+    the candidates of each new centre recomputing them, seeding 64 centres on 1024 rows of 384
+    features took 4x the time of the 50 updates after it)."""
 
+    def __init__(self, Y: np.ndarray, y_norms: np.ndarray | None) -> None:
+        self.Y = Y
+        self.y_norms = y_norms
+        self.keep = 2 * Y.nbytes <= _UPCAST_CACHE
+        self.chunks: dict[int, list[tuple[slice, np.ndarray, np.ndarray]]] = {}
 
-def _upcast_sq_distances(A: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    """float32 squared distances from float64 chunks (about a tenth more memory than A, Y and
-    the result, at least 10 MiB), chunked as scikit-learn chunks them so the bits agree."""
-    m, n, d = A.shape[0], Y.shape[0], Y.shape[1]
-    out = np.empty((m, n), np.float32)
-    maxmem = max(((m + n) * d + m * n) / 10, 10 * 2**17)
-    tmp = 2 * d
-    batch = max(int((-tmp + math.sqrt(tmp**2 + 4 * maxmem)) / 2), 1)
-    for xs in _batches(m, batch):
-        Ac = A[xs].astype(np.float64)
-        AA = np.einsum("ij,ij->i", Ac, Ac)[:, None]
-        for ys in _batches(n, batch):
-            Yc = Y[ys].astype(np.float64)
-            D = -2 * (Ac @ Yc.T)
-            D += AA
-            D += np.einsum("ij,ij->i", Yc, Yc)[None, :]
-            out[xs, ys] = D.astype(np.float32, copy=False)
-    return out
+    def to(self, A: np.ndarray) -> np.ndarray:
+        if self.Y.dtype == np.float32:
+            D = self._upcast(A)
+        else:
+            D = -2 * (A @ self.Y.T)
+            D += np.einsum("ij,ij->i", A, A)[:, None]
+            D += self.y_norms.reshape(1, -1)  # type: ignore[union-attr]
+        np.maximum(D, 0, out=D)
+        return D
+
+    def _upcast(self, A: np.ndarray) -> np.ndarray:
+        Y = self.Y
+        m, n, d = A.shape[0], Y.shape[0], Y.shape[1]
+        out = np.empty((m, n), np.float32)
+        maxmem = max(((m + n) * d + m * n) / 10, 10 * 2**17)
+        tmp = 2 * d
+        batch = max(int((-tmp + math.sqrt(tmp**2 + 4 * maxmem)) / 2), 1)
+        for xs in _batches(m, batch):
+            Ac = A[xs].astype(np.float64)
+            AA = np.einsum("ij,ij->i", Ac, Ac)[:, None]
+            for ys, Yc, YY in self._chunks(batch):
+                D = -2 * (Ac @ Yc.T)
+                D += AA
+                D += YY
+                out[xs, ys] = D.astype(np.float32, copy=False)
+        return out
+
+    def _chunks(self, batch: int) -> Iterable[tuple[slice, np.ndarray, np.ndarray]]:
+        if batch in self.chunks:
+            return self.chunks[batch]
+        made = (self._chunk(ys) for ys in _batches(self.Y.shape[0], batch))
+        if not self.keep:
+            return made
+        self.chunks[batch] = list(made)
+        return self.chunks[batch]
+
+    def _chunk(self, ys: slice) -> tuple[slice, np.ndarray, np.ndarray]:
+        Yc = self.Y[ys].astype(np.float64)
+        return ys, Yc, np.einsum("ij,ij->i", Yc, Yc)[None, :]
 
 
 def _batches(n: int, size: int) -> list[slice]:

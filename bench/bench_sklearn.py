@@ -219,8 +219,9 @@ def report(
         f"**{statistics.median(ratios):.1f}x** ({listed(ratios, '{:.1f}x')}) |",
         "",
         f"`StreamingKMeans.partial_fit` in batches of {BATCH} float32 rows, weights in [0.5, 2), "
-        f"each loop in a process of its own, median of {args.runs} x {args.rounds} loops; "
-        f'"before weights" is commit `{BEFORE_WEIGHTS}`:',
+        "timed from the second batch (the first one seeds the centres); each loop runs in a "
+        "process of its own, the three kinds interleaved, median of "
+        f'{args.runs} x {args.rounds} loops; "before weights" is commit `{BEFORE_WEIGHTS}`:',
         "",
         "| rows x d, k | before weights, s | today unweighted, s | today weighted, s | "
         "weighted / before (target <= 1.10) | unweighted / before |",

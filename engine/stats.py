@@ -219,18 +219,19 @@ def batch_stats(
     labels = np.zeros(n, np.int32)
     dist = np.empty(n, X.dtype if X.dtype in (np.float32, np.float64) else np.float64)
     counts, sums, sq, _ = assign_stats(X, centers, labels, dist, sample_weight)
-    far_dist = dist
-    if sample_weight is not None and not sample_weight.all():
-        far_dist = np.where(sample_weight > 0, dist, 0)
-    far_idx = _far_indices(far_dist, min(n_far, n))
+    w = _NO_WEIGHTS if sample_weight is None else sample_weight
+    far_idx = _far_indices(dist, min(n_far, n), w)
     stats = BatchStats(
         counts=counts,
         sums=sums,
         sq_sums=sq,
         far_points=np.asarray(X[far_idx], dtype=np.float64).reshape(len(far_idx), X.shape[1]),
-        far_sq=far_dist[far_idx].astype(np.float64),
+        far_sq=dist[far_idx].astype(np.float64),
     )
     return labels, dist, stats
+
+
+_NO_WEIGHTS = np.empty(0, np.float64)
 
 
 def scaled_batch_stats(
@@ -244,7 +245,7 @@ def scaled_batch_stats(
     labels = np.zeros(n, np.int32)
     dist = np.empty(n, np.float32)
     counts, sums_z, sq, _ = assign_stats(Z, scaler.to_standard(centers), labels, dist)
-    far_idx = _far_indices(dist, min(n_far, n))
+    far_idx = _far_indices(dist, min(n_far, n), _NO_WEIGHTS)
     stats = BatchStats(
         counts=counts,
         sums=sums_z * scaler.scale + counts[:, None] * scaler.mean,
@@ -257,11 +258,15 @@ def scaled_batch_stats(
 
 
 @njit(cache=True)
-def _far_indices(values, m):
-    """Indices of the m largest distances, largest first (the earlier row first on ties)."""
+def _far_indices(values, m, w):
+    """Indices of the m largest distances, largest first (the earlier row first on ties);
+    with weights w (empty: none), rows of weight 0 are passed over."""
     idx = np.empty(m, np.int64)
     filled = 0
+    weighted = w.shape[0] > 0
     for i in range(values.shape[0]):
+        if weighted and w[i] == 0:
+            continue
         v = values[i]
         if filled < m:
             pos = filled
@@ -274,7 +279,7 @@ def _far_indices(values, m):
             idx[pos] = idx[pos - 1]
             pos -= 1
         idx[pos] = i
-    return idx
+    return idx[:filled]  # fewer than m when rows of weight 0 were passed over
 
 
 def _top_far(points: np.ndarray, sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 
 def check_data(
@@ -81,8 +82,8 @@ def check_positive(value: object, name: str, *, allow_none: bool = False) -> flo
 def check_weights(sample_weight: object, n_samples: int) -> np.ndarray:
     """Validate one non-negative finite weight per sample (not all zero); float64 (n,).
 
-    Two reductions in all (a partial_fit of 1024 rows takes about 60 us; checking its weights
-    took 7 us with one test per rule, 3 us this way).
+    One pass over the weights (a partial_fit of 1024 rows takes about 45 us; checking its
+    weights with NumPy, one reduction per rule, took 7 us).
     """
     w = np.asarray(sample_weight)
     if w.dtype.kind not in "fiu":
@@ -92,7 +93,7 @@ def check_weights(sample_weight: object, n_samples: int) -> np.ndarray:
             f"sample_weight has shape {w.shape}; expected ({n_samples},), one weight per sample"
         )
     w = np.ascontiguousarray(w, dtype=np.float64)
-    lowest, total = w.min(), w.sum()
+    lowest, total = _low_and_total(w)
     if not np.isfinite(total):  # NaN or infinity anywhere makes the sum so, as does overflow
         raise ValueError("sample_weight contains NaN or infinity, or sums beyond float64")
     if lowest < 0:
@@ -100,3 +101,14 @@ def check_weights(sample_weight: object, n_samples: int) -> np.ndarray:
     if not total > 0:
         raise ValueError("sample_weight sums to 0: at least one sample must weigh something")
     return w if w.flags.writeable else w.copy()
+
+
+@njit(cache=True)
+def _low_and_total(w):
+    """The smallest weight and the sum, in one pass (NaN shows in the sum)."""
+    low = np.inf
+    total = 0.0
+    for v in w:
+        low = v if v < low else low
+        total += v
+    return low, total

@@ -125,4 +125,9 @@ def test_far_rows_are_the_largest_distances_largest_first_earlier_row_on_ties(di
     dist = np.array(dist)
     m = min(m, dist.size)
     expected = np.argsort(-dist, kind="stable")[:m]
-    np.testing.assert_array_equal(_far_indices(dist, m), expected)
+    np.testing.assert_array_equal(_far_indices(dist, m, np.empty(0)), expected)
+    # Rows of weight 0 are never candidates, however far.
+    w = (np.arange(dist.size) % 3 != 0).astype(float)
+    kept = np.flatnonzero(w)
+    expected = kept[np.argsort(-dist[kept], kind="stable")][:m]
+    np.testing.assert_array_equal(_far_indices(dist, m, w), expected)

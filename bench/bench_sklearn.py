@@ -5,7 +5,9 @@ features, 3 centres, float64) by `estimators.KMeans(3, init="random", n_init=1)`
 scikit-learn's `KMeans(3, init="random", algorithm="lloyd", n_init=1)`, same `random_state`;
 the labels are checked equal. Then `StreamingKMeans.partial_fit` with sample weights against
 without them, and against the unweighted `partial_fit` of the code before weights existed
-(commit `BEFORE_WEIGHTS`, its sources in `.bench-trees/`), each loop in a process of its own.
+(commit `BEFORE_WEIGHTS`, its sources in `.bench-trees/`, imported beside today's engine in the
+same processes: how fast this shared machine runs differs more from one process to the next
+than the code does).
 
     python bench/bench_sklearn.py            # all of it; the tables go to docs/benchmarks.md
     pytest bench/bench_sklearn.py --benchmark-only    # pytest-benchmark's own table
@@ -14,6 +16,7 @@ without them, and against the unweighted `partial_fit` of the code before weight
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import subprocess
@@ -21,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,6 +39,10 @@ BEFORE_WEIGHTS = "c654391"  # the last commit before sample weights reached the 
 # and the embedding width of issue 15.
 PARTIAL_SHAPES = ((1_000_000, 16, 8), (51_200, 384, 64))
 BATCH = 1024
+# Seconds between the seeding and the timed updates: k-means++ multiplies matrices with NumPy's
+# BLAS, whose idle OpenBLAS threads then spin for about 0.1 s and slowed the next updates 1.5-2.3x
+# (gone with OPENBLAS_THREAD_TIMEOUT=4); the target is about the updates' own speed.
+SETTLE = 0.5
 
 
 # --- pytest-benchmark ---------------------------------------------------------------------
@@ -121,38 +129,53 @@ def test_partial_fit(benchmark, weighted):
     w = weights if weighted else None
 
     def setup():
-        return (seeded(StreamingKMeans, batches, w, k), batches, w), {}
+        model = seeded(StreamingKMeans, batches, w, k)
+        time.sleep(SETTLE)
+        return (model, batches, w), {}
 
     model = benchmark.pedantic(updates, setup=setup, rounds=5, warmup_rounds=1)
     assert model.version == len(batches) + 1
 
 
-# --- partial_fit in processes of their own: today's code and the code before weights -------
+# --- partial_fit: today's code against the code before weights, in the same processes -------
 
 
-def child(tree: str, weighted: bool, n: int, d: int, k: int, rounds: int) -> None:
-    """Time `rounds` loops of updates (the seeding batch apart) with the engine at `tree`;
-    print the seconds as JSON."""
-    sys.path[:0] = [tree]
-    from engine import StreamingKMeans
+def engine_at(tree: Path, name: str = "engine_before") -> Any:
+    """The `engine` package of another source tree, imported under `name` beside today's."""
+    spec = importlib.util.spec_from_file_location(
+        name, tree / "engine" / "__init__.py", submodule_search_locations=[str(tree / "engine")]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
+
+def child(tree: str, n: int, d: int, k: int, rounds: int) -> None:
+    """Time `rounds` loops of updates of each kind, interleaved (before weights, today
+    unweighted, today weighted); print the seconds as JSON."""
+    import engine
+
+    kinds = {
+        "before": (engine_at(Path(tree)).StreamingKMeans, False),
+        "unweighted": (engine.StreamingKMeans, False),
+        "weighted": (engine.StreamingKMeans, True),
+    }
     batches, weights = stream_batches(n, d, k)
-    w = weights if weighted else None
-    updates(seeded(StreamingKMeans, batches, w, k), batches[:4], None if w is None else w[:4])
-    times = []
+    for cls, weighted in kinds.values():  # compiles
+        w = weights[:4] if weighted else None
+        updates(seeded(cls, batches[:4], w, k), batches[:4], w)
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
     for _ in range(rounds):
-        model = seeded(StreamingKMeans, batches, w, k)
-        start = time.perf_counter()
-        updates(model, batches, w)
-        times.append(time.perf_counter() - start)
+        for kind, (cls, weighted) in kinds.items():
+            w = weights if weighted else None
+            model = seeded(cls, batches, w, k)
+            time.sleep(SETTLE)
+            start = time.perf_counter()
+            updates(model, batches, w)
+            times[kind].append(time.perf_counter() - start)
     print(json.dumps(times))
-
-
-def run_child(tree: Path, weighted: bool, shape: tuple[int, int, int], rounds: int) -> list[float]:
-    argv = [sys.executable, __file__, "--child", str(tree), str(int(weighted))]
-    argv += [str(v) for v in (*shape, rounds)]
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-    return [float(t) for t in json.loads(out.splitlines()[-1])]
 
 
 def partial_fit_figures(runs: int, rounds: int) -> list[dict[str, object]]:
@@ -163,10 +186,11 @@ def partial_fit_figures(runs: int, rounds: int) -> list[dict[str, object]]:
     rows = []
     for shape in PARTIAL_SHAPES:
         times: dict[str, list[float]] = {"before": [], "unweighted": [], "weighted": []}
-        for _ in range(runs):  # interleaved: drifts in machine load fall on all three
-            times["before"] += run_child(before, False, shape, rounds)
-            times["unweighted"] += run_child(ROOT, False, shape, rounds)
-            times["weighted"] += run_child(ROOT, True, shape, rounds)
+        for _ in range(runs):
+            argv = [sys.executable, __file__, "--child", str(before), *map(str, shape), str(rounds)]
+            out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+            for kind, values in json.loads(out.splitlines()[-1]).items():
+                times[kind] += values
         rows.append({"shape": shape, **{key: statistics.median(v) for key, v in times.items()}})
     return rows
 
@@ -219,9 +243,10 @@ def report(
         f"**{statistics.median(ratios):.1f}x** ({listed(ratios, '{:.1f}x')}) |",
         "",
         f"`StreamingKMeans.partial_fit` in batches of {BATCH} float32 rows, weights in [0.5, 2), "
-        "timed from the second batch (the first one seeds the centres); each loop runs in a "
-        "process of its own, the three kinds interleaved, median of "
-        f'{args.runs} x {args.rounds} loops; "before weights" is commit `{BEFORE_WEIGHTS}`:',
+        "timed from the second batch, 0.5 s after the first one seeded the centres (OpenBLAS's "
+        "idle threads spin after the seeding's products); the three kinds interleaved in each "
+        f"of {args.runs} processes (the code before weights, commit `{BEFORE_WEIGHTS}`, "
+        f"imported beside today's), median of {args.runs} x {args.rounds} loops:",
         "",
         "| rows x d, k | before weights, s | today unweighted, s | today weighted, s | "
         "weighted / before (target <= 1.10) | unweighted / before |",
@@ -242,11 +267,11 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3, help="interleaved partial_fit runs (3)")
     p.add_argument("--rounds", type=int, default=3, help="loops per partial_fit process (3)")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
-    p.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        tree, weighted, n, d, k, rounds = args.child
-        child(tree, weighted == "1", int(n), int(d), int(k), int(rounds))
+        tree, n, d, k, rounds = args.child
+        child(tree, int(n), int(d), int(k), int(rounds))
         return
     fit = fit_predict_figures(args.processes)
     partial = partial_fit_figures(args.runs, args.rounds)

@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/bench_api.py
 	$(PY) bench/bench_decode.py
+	$(PY) bench/bench_sklearn.py
 	$(PY) bench/plot.py
 
 lint: $(STAMP)

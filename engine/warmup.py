@@ -14,12 +14,13 @@ from collections.abc import Callable
 import numpy as np
 
 from .init import kmeans_plusplus, random_init
-from .kernels import parallel_rows, warmup_kernels
+from .kernels import distances, parallel_rows, warmup_kernels
 from .kmeans import KMeans
 from .scaling import Scaler
 from .state import ModelState
 from .stats import BatchStats, batch_stats, model_batch_stats, seeded_state
 from .update import anomaly_scores, apply_update
+from .validation import check_weights
 
 Progress = Callable[[str, int, int], None]  # (step, its number from 1, steps in all)
 
@@ -37,6 +38,10 @@ def warmup() -> None:
         state = ModelState.initial(random_init(X, 2, 0))
         apply_update(state, batch_stats(X, state.centers)[2])
         kmeans_plusplus(X, 2, 0)
+        # Sample weights (the library's, and scikit-learn's estimators over it): float counts.
+        w = check_weights(np.ones(4), 4)
+        apply_update(state, batch_stats(X, state.centers, sample_weight=w)[2])
+        distances(X, state.centers)
     for scaled in (False, True):
         warmup_model(None, 64, scaled)
 

@@ -43,8 +43,9 @@ def _nearest(X, i, C, zero, d):
     best = zero + np.float32(np.inf)  # in X's dtype: no conversion in the comparisons
     best_j = 0
     for j in range(k):
-        s = zero
-        for t in range(d):
+        diff = X[i, 0] - C[j, 0]
+        s = diff * diff  # not zero + ...: the same bits, one addition fewer per centre
+        for t in range(1, d):
             diff = X[i, t] - C[j, t]
             s += diff * diff
         # Selects, not a branch: which centre wins is as good as random (1.2x on 2-D rows).

@@ -39,10 +39,6 @@ BEFORE_WEIGHTS = "c654391"  # the last commit before sample weights reached the 
 # and the embedding width of issue 15.
 PARTIAL_SHAPES = ((1_000_000, 16, 8), (51_200, 384, 64))
 BATCH = 1024
-# Seconds between the seeding and the timed updates: k-means++ multiplies matrices with NumPy's
-# BLAS, whose idle OpenBLAS threads then spin for about 0.1 s and slowed the next updates 1.5-2.3x
-# (gone with OPENBLAS_THREAD_TIMEOUT=4); the target is about the updates' own speed.
-SETTLE = 0.5
 
 
 # --- pytest-benchmark ---------------------------------------------------------------------
@@ -130,7 +126,6 @@ def test_partial_fit(benchmark, weighted):
 
     def setup():
         model = seeded(StreamingKMeans, batches, w, k)
-        time.sleep(SETTLE)
         return (model, batches, w), {}
 
     model = benchmark.pedantic(updates, setup=setup, rounds=5, warmup_rounds=1)
@@ -171,8 +166,7 @@ def child(tree: str, n: int, d: int, k: int, rounds: int) -> None:
         for kind, (cls, weighted) in kinds.items():
             w = weights if weighted else None
             model = seeded(cls, batches, w, k)
-            time.sleep(SETTLE)
-            start = time.perf_counter()
+                start = time.perf_counter()
             updates(model, batches, w)
             times[kind].append(time.perf_counter() - start)
     print(json.dumps(times))
@@ -243,8 +237,8 @@ def report(
         f"**{statistics.median(ratios):.1f}x** ({listed(ratios, '{:.1f}x')}) |",
         "",
         f"`StreamingKMeans.partial_fit` in batches of {BATCH} float32 rows, weights in [0.5, 2), "
-        "timed from the second batch, 0.5 s after the first one seeded the centres (OpenBLAS's "
-        "idle threads spin after the seeding's products); the three kinds interleaved in each "
+        "timed from the second batch (the first one seeds the centres); the three kinds "
+        "interleaved in each "
         f"of {args.runs} processes (the code before weights, commit `{BEFORE_WEIGHTS}`, "
         f"imported beside today's), median of {args.runs} x {args.rounds} loops:",
         "",

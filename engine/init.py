@@ -6,9 +6,11 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
+from .simd import LANES, ROWS, centre_blocks, distance_rows
 from .validation import raise_not_finite
+from .wide import exact_distance
 
 # Most bytes of float64 copies of the rows kept during one k-means++ seeding (float32 rows).
 _UPCAST_CACHE = 256 * 1024 * 1024
@@ -46,43 +48,61 @@ def kmeans_plusplus(
     seed: Seed,
     n_local_trials: int | None = None,
     sample_weight: np.ndarray | None = None,
+    exact: bool = False,
 ) -> np.ndarray:
-    """Greedy k-means++ (Arthur & Vassilvitskii 2007), in scikit-learn's arithmetic.
+    """Greedy k-means++ (Arthur & Vassilvitskii 2007), in scikit-learn's arithmetic or exact.
 
     Each new centre is the best of `2 + log(k)` candidates sampled with probability
-    proportional to weight times squared distance to the nearest centre chosen so far.
-    Distances are measured as scikit-learn measures them (on centred data, by the expanded
-    product ||x||^2 - 2 x.c + ||c||^2, float32 rows upcast to float64 in its chunks) and
-    potentials summed in X's dtype, so the same seed picks the same rows as
-    `sklearn.cluster.KMeans` in float64 and in float32.
+    proportional to weight times squared distance to the nearest centre chosen so far. By
+    default distances are measured as scikit-learn measures them (on centred data, by the
+    expanded product ||x||^2 - 2 x.c + ||c||^2, float32 rows upcast to float64 in its chunks)
+    and potentials summed in X's dtype, so the same seed picks the same rows as
+    `sklearn.cluster.KMeans` in float64 and in float32. Those products run on NumPy's BLAS,
+    whose idle threads then spin for about 0.1 s and slow the Numba kernels that follow
+    (1.5-2.3x for a stream's first updates). `exact=True` measures with the exact kernel's
+    (x - c)^2 sums in Numba instead: no BLAS, the same draws, rows that may differ from
+    scikit-learn's where two candidates' potentials round apart; what a stream's first batch
+    uses (engine.StreamingKMeans).
     """
     rng = _random_state(seed)
     n = X.shape[0]
     w = _seed_weights(sample_weight, n, X.dtype)
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
-    with np.errstate(invalid="ignore", over="ignore"):
-        Xc = X - X.mean(axis=0)
-        norms = None if Xc.dtype == np.float32 else np.einsum("ij,ij->i", Xc, Xc)
-    if not (np.isfinite(Xc).all() and (norms is None or np.isfinite(norms).all())):
-        raise_not_finite(X)
+    measure: _Distances | _ExactDistances = _ExactDistances(X, w) if exact else _Distances(X, w)
     chosen = np.empty(n_clusters, np.int64)
     chosen[0] = rng.choice(n, p=w / w.sum())
-    distances = _Distances(Xc, norms)
-    closest = distances.to(Xc[chosen[0]][None, :])
-    potential = closest @ w
+    closest = measure.to(chosen[:1])
+    potential = measure.potentials(closest, first=True)
     for c in range(1, n_clusters):
         draws = rng.uniform(size=n_local_trials) * potential
         candidates = np.searchsorted(np.cumsum(w * closest), draws)
         np.clip(candidates, None, closest.size - 1, out=candidates)
-        trials = distances.to(Xc[candidates])
+        trials = measure.to(candidates)
         np.minimum(closest, trials, out=trials)
-        pots = trials @ w.reshape(-1, 1)
+        pots = measure.potentials(trials, first=False)
         best = int(np.argmin(pots))
         potential = pots[best]
         closest = trials[best]
         chosen[c] = candidates[best]
     return np.array(X[chosen], dtype=X.dtype, order="C")
+
+
+class _ExactDistances:
+    """Squared distances of every row to some of the rows, in the exact kernel's arithmetic
+    (float64 (m, n)), and weighted potentials summed by NumPy without BLAS."""
+
+    def __init__(self, X: np.ndarray, w: np.ndarray) -> None:
+        if not np.isfinite(X).all():
+            raise_not_finite(X)
+        self.X = X
+        self.w = w.astype(np.float64)
+
+    def to(self, rows: np.ndarray) -> np.ndarray:
+        return _trial_distances(self.X, rows)
+
+    def potentials(self, D: np.ndarray, first: bool) -> np.ndarray:
+        return (D * self.w).sum(axis=-1)
 
 
 def _random_state(seed: Seed) -> np.random.RandomState:
@@ -105,13 +125,27 @@ class _Distances:
     the candidates of each new centre recomputing them, seeding 64 centres on 1024 rows of 384
     features took 4x the time of the 50 updates after it)."""
 
-    def __init__(self, Y: np.ndarray, y_norms: np.ndarray | None) -> None:
+    def __init__(self, X: np.ndarray, w: np.ndarray) -> None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            Y = X - X.mean(axis=0)  # scikit-learn seeds on centred data
+            norms = None if Y.dtype == np.float32 else np.einsum("ij,ij->i", Y, Y)
+        if not (np.isfinite(Y).all() and (norms is None or np.isfinite(norms).all())):
+            raise_not_finite(X)
         self.Y = Y
-        self.y_norms = y_norms
+        self.y_norms = norms
+        self.w = w
         self.keep = 2 * Y.nbytes <= _UPCAST_CACHE
         self.chunks: dict[int, list[tuple[slice, np.ndarray, np.ndarray]]] = {}
 
-    def to(self, A: np.ndarray) -> np.ndarray:
+    def potentials(self, D: np.ndarray, first: bool) -> np.ndarray:
+        """Weighted sums of each row of D, by the matrix products scikit-learn uses (the first
+        centre's `closest_dist_sq @ sample_weight`, the candidates' against a column)."""
+        if first:
+            return D @ self.w
+        return D @ self.w.reshape(-1, 1)
+
+    def to(self, rows: np.ndarray) -> np.ndarray:
+        A = self.Y[rows]
         if self.Y.dtype == np.float32:
             D = self._upcast(A)
         else:
@@ -150,6 +184,37 @@ class _Distances:
     def _chunk(self, ys: slice) -> tuple[slice, np.ndarray, np.ndarray]:
         Yc = self.Y[ys].astype(np.float64)
         return ys, Yc, np.einsum("ij,ij->i", Yc, Yc)[None, :]
+
+
+@njit(cache=True, fastmath={"contract"}, parallel=True)
+def _trial_distances(X, rows):
+    """Squared distance (float64) of every row of X to each of X[rows], one row of the result
+    per candidate, in the exact kernel's arithmetic ((x - c)^2 summed feature by feature in X's
+    dtype), the candidates side by side in vector lanes."""
+    n, d = X.shape
+    m = rows.size
+    C = np.empty((m, d), X.dtype)
+    for q in range(m):
+        C[q] = X[rows[q]]
+    B = centre_blocks(C)
+    out = np.empty((m, n), np.float64)
+    n_blocks = (n + 1023) // 1024
+    for b in prange(n_blocks):
+        tmp = np.empty((ROWS, B.shape[0] * LANES), X.dtype)
+        start, stop = b * 1024, min(n, (b + 1) * 1024)
+        i = start
+        while i < stop:
+            if i + ROWS <= stop:
+                distance_rows(X, i, B, tmp)
+            else:
+                for r in range(stop - i):
+                    for q in range(m):
+                        tmp[r, q] = exact_distance(X, i + r, C, q, X.dtype.type(0))
+            for r in range(min(ROWS, stop - i)):
+                for q in range(m):
+                    out[q, i + r] = tmp[r, q]
+            i += ROWS
+    return out
 
 
 def _batches(n: int, size: int) -> list[slice]:

@@ -170,8 +170,8 @@ class StreamingKMeans:
         k = check_n_clusters(self.n_clusters, X.shape[0])
         check_positive(self.half_life, "half_life", allow_none=True)
         if isinstance(self.init, str):
-            if self.init == "k-means++":
-                return kmeans_plusplus(X, k, self.seed, sample_weight=w)
+            if self.init == "k-means++":  # exact: no BLAS threads left spinning (see init.py)
+                return kmeans_plusplus(X, k, self.seed, sample_weight=w, exact=True)
             if self.init == "random":
                 return random_init(X, k, self.seed, w)
             raise ValueError(f"init must be 'k-means++', 'random' or an array, got {self.init!r}")

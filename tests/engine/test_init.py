@@ -75,3 +75,27 @@ def test_kmeans_plusplus_picks_scikit_learns_rows(dtype, n, d, k, weighted):
             Xc, k, row_norms(Xc, squared=True), sw, np.random.RandomState(seed)
         )
         np.testing.assert_array_equal(kmeans_plusplus(X, k, seed, sample_weight=w), X[idx])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_exact_kmeans_plusplus_draws_alike_and_spreads_the_seeds(dtype, weighted):
+    X, y = make_blobs(n_samples=4000, n_features=16, centers=12, cluster_std=0.5, random_state=2)
+    X = X.astype(dtype)
+    w = np.random.default_rng(0).uniform(0.5, 2, len(X)) if weighted else None
+    exact = kmeans_plusplus(X, 12, 5, sample_weight=w, exact=True)
+    # Well separated blobs: both arithmetics pick one seed in each, the same rows.
+    np.testing.assert_array_equal(exact, kmeans_plusplus(X, 12, 5, sample_weight=w))
+    rows = [int(np.flatnonzero((X == c).all(axis=1))[0]) for c in exact]
+    assert sorted(y[rows]) == list(range(12))
+
+
+def test_exact_kmeans_plusplus_never_seeds_on_a_row_of_weight_zero():
+    X, _ = make_blobs(n_samples=600, n_features=3, centers=4, random_state=1)
+    w = np.ones(len(X))
+    w[::2] = 0.0
+    for seed in range(4):
+        for exact in (False, True):
+            C = kmeans_plusplus(X, 4, seed, sample_weight=w, exact=exact)
+            rows = [int(np.flatnonzero((X == c).all(axis=1))[0]) for c in C]
+            assert all(r % 2 == 1 for r in rows)

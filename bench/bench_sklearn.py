@@ -166,7 +166,7 @@ def child(tree: str, n: int, d: int, k: int, rounds: int) -> None:
         for kind, (cls, weighted) in kinds.items():
             w = weights if weighted else None
             model = seeded(cls, batches, w, k)
-                start = time.perf_counter()
+            start = time.perf_counter()
             updates(model, batches, w)
             times[kind].append(time.perf_counter() - start)
     print(json.dumps(times))

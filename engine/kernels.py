@@ -451,7 +451,7 @@ def assign_stats(
     X, C, W, zero = _prepare(X, centers)
     store = dist is not None
     out = dist if dist is not None else np.empty(0, X.dtype)
-    w = np.empty(0, np.float64) if weights is None else _row_weights(weights, X.shape[0])
+    w = NO_WEIGHTS if weights is None else _row_weights(weights, X.shape[0])
     n, d = X.shape
     if _parallel(n, C.shape[0], d):
         counts, sums, sq, wsum, changed = _stats_parallel(
@@ -460,6 +460,10 @@ def assign_stats(
     else:
         counts, sums, sq, wsum, changed = _stats_serial(X, C, W, zero, labels, out, store, w)
     return (counts if weights is None else wsum), sums, sq, int(changed)
+
+
+NO_WEIGHTS = np.empty(0, np.float64)
+"""The kernels' "every row weighs 1" (writeable, as weights are: one compiled type)."""
 
 
 def _row_weights(weights: np.ndarray, n: int) -> np.ndarray:

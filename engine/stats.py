@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from .kernels import assign, assign_stats
+from .kernels import NO_WEIGHTS, assign, assign_stats
 from .scaling import Scaler, feature_m2
 from .state import ModelState
 
@@ -219,7 +219,7 @@ def batch_stats(
     labels = np.zeros(n, np.int32)
     dist = np.empty(n, X.dtype if X.dtype in (np.float32, np.float64) else np.float64)
     counts, sums, sq, _ = assign_stats(X, centers, labels, dist, sample_weight)
-    w = _NO_WEIGHTS if sample_weight is None else sample_weight
+    w = NO_WEIGHTS if sample_weight is None else sample_weight
     far_idx = _far_indices(dist, min(n_far, n), w)
     stats = BatchStats(
         counts=counts,
@@ -229,9 +229,6 @@ def batch_stats(
         far_sq=dist[far_idx].astype(np.float64),
     )
     return labels, dist, stats
-
-
-_NO_WEIGHTS = np.empty(0, np.float64)
 
 
 def scaled_batch_stats(
@@ -245,7 +242,7 @@ def scaled_batch_stats(
     labels = np.zeros(n, np.int32)
     dist = np.empty(n, np.float32)
     counts, sums_z, sq, _ = assign_stats(Z, scaler.to_standard(centers), labels, dist)
-    far_idx = _far_indices(dist, min(n_far, n), _NO_WEIGHTS)
+    far_idx = _far_indices(dist, min(n_far, n), NO_WEIGHTS)
     stats = BatchStats(
         counts=counts,
         sums=sums_z * scaler.scale + counts[:, None] * scaler.mean,

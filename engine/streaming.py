@@ -101,14 +101,13 @@ class StreamingKMeans:
     def partial_fit(self, X: object, sample_weight: object = None) -> StreamingKMeans:
         """Update the model with one mini-batch, each row counted `sample_weight` times;
         returns self."""
+        first = self._state is None
+        # After the first batch, finiteness is checked on the batch's sums: NaN or infinity in
+        # X shows up there.
+        X = check_data(X) if first else check_data(X, dim=self.state.d, finite=False)
+        w = None if sample_weight is None else check_weights(sample_weight, X.shape[0])
         if self._state is None:
-            X = check_data(X)
-            w = None if sample_weight is None else check_weights(sample_weight, X.shape[0])
             self._state = ModelState.initial(self._seed_centers(X, w))
-        else:
-            # Finiteness is checked on the batch's sums: NaN or infinity in X shows up there.
-            X = check_data(X, dim=self._state.d, finite=False)
-            w = None if sample_weight is None else check_weights(sample_weight, X.shape[0])
         _, _, stats = batch_stats(X, self._state.centers, sample_weight=w)
         check_finite_result(X, stats.sq_sums)
         self.last_update = apply_update(self._state, stats, self._half_life(), self.reseed_fraction)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.utils.validation import _check_sample_weight, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_array, validate_data
 
 FLOATS = [np.float64, np.float32]
 """Input dtypes kept as they are (anything else numeric becomes float64), as in scikit-learn."""
@@ -16,6 +16,11 @@ def checked_X(estimator: Any, X: Any, *, reset: bool, finite: bool = True) -> np
     `feature_names_in_` (reset=True at fit). finite=False leaves NaN and infinity to the
     engine, which finds them in the first pass's sums instead of a pass of its own (fit)."""
     return validate_data(estimator, X, dtype=FLOATS, reset=reset, ensure_all_finite=finite)
+
+
+def checked_init(init: Any, X: np.ndarray) -> Any:
+    """`init` as the engine takes it: a method's name as it is, centres as a copy in X's dtype."""
+    return init if isinstance(init, str) else check_array(init, dtype=X.dtype, copy=True)
 
 
 def checked_weights(sample_weight: Any, X: np.ndarray) -> np.ndarray | None:

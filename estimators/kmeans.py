@@ -13,12 +13,11 @@ from sklearn.base import (
 )
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array
 
 import engine
 
 from .centres import NearestCentres
-from .inputs import checked_weights, checked_X, same_clustering
+from .inputs import checked_init, checked_weights, checked_X, same_clustering
 
 
 class KMeans(NearestCentres, ClassNamePrefixFeaturesOutMixin, ClusterMixin, BaseEstimator):
@@ -86,9 +85,7 @@ class KMeans(NearestCentres, ClassNamePrefixFeaturesOutMixin, ClusterMixin, Base
         """Cluster X, each row counted `sample_weight` times (ones when None); returns self."""
         X = checked_X(self, X, reset=True, finite=False)
         w = checked_weights(sample_weight, X)
-        init = self.init
-        if not isinstance(init, str):
-            init = check_array(init, dtype=X.dtype, copy=True)
+        init = checked_init(self.init, X)
         runs = self._runs(init)
         random_state = check_random_state(self.random_state)
         best: engine.KMeans | None = None

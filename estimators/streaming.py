@@ -13,14 +13,13 @@ from sklearn.base import (
     ClusterMixin,
 )
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array
 
 import engine
 from engine.update import DEFAULT_RESEED_FRACTION
 from engine.validation import check_n_clusters
 
 from .centres import NearestCentres, weighted_inertia
-from .inputs import checked_weights, checked_X
+from .inputs import checked_init, checked_weights, checked_X
 
 
 class StreamingKMeans(NearestCentres, ClassNamePrefixFeaturesOutMixin, ClusterMixin, BaseEstimator):
@@ -128,9 +127,7 @@ class StreamingKMeans(NearestCentres, ClassNamePrefixFeaturesOutMixin, ClusterMi
         return self.fit(X, sample_weight=sample_weight).transform(X)
 
     def _new_model(self, X: np.ndarray) -> engine.StreamingKMeans:
-        init = self.init
-        if not isinstance(init, str):
-            init = check_array(init, dtype=X.dtype, copy=True)
+        init = checked_init(self.init, X)
         return engine.StreamingKMeans(
             self.n_clusters, half_life=self.half_life, init=init,
             seed=check_random_state(self.random_state), reseed_fraction=self.reseed_fraction,

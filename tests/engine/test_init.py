@@ -86,7 +86,7 @@ def test_exact_kmeans_plusplus_draws_alike_and_spreads_the_seeds(dtype, weighted
     exact = kmeans_plusplus(X, 12, 5, sample_weight=w, exact=True)
     # Well separated blobs: both arithmetics pick one seed in each, the same rows.
     np.testing.assert_array_equal(exact, kmeans_plusplus(X, 12, 5, sample_weight=w))
-    rows = [int(np.flatnonzero((X == c).all(axis=1))[0]) for c in exact]
+    rows = [int(np.flatnonzero((c == X).all(axis=1))[0]) for c in exact]
     assert sorted(y[rows]) == list(range(12))
 
 
@@ -97,5 +97,5 @@ def test_exact_kmeans_plusplus_never_seeds_on_a_row_of_weight_zero():
     for seed in range(4):
         for exact in (False, True):
             C = kmeans_plusplus(X, 4, seed, sample_weight=w, exact=exact)
-            rows = [int(np.flatnonzero((X == c).all(axis=1))[0]) for c in C]
+            rows = [int(np.flatnonzero((c == X).all(axis=1))[0]) for c in C]
             assert all(r % 2 == 1 for r in rows)

@@ -193,6 +193,7 @@ class EmbeddedBroker:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGCONT)  # a frozen broker handles SIGTERM only when thawed
         try:
             proc.wait(timeout=_STOP_GRACE_S)
         except subprocess.TimeoutExpired:
@@ -207,6 +208,20 @@ class EmbeddedBroker:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+    def freeze(self) -> None:
+        """SIGSTOP the broker: connections stay open and nothing is answered, as in a long
+        pause or a network partition. `thaw()` resumes it."""
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT a frozen broker."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            raise BrokerError(f"embedded broker on {self.bootstrap} is not running")
+        os.killpg(self._proc.pid, sig)
 
     def restart(self, timeout: float = 20.0) -> EmbeddedBroker:
         """Stop and start again on the same port; every topic and record is lost."""

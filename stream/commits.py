@@ -41,13 +41,21 @@ class Committer:
             self._start()
 
     async def flush(self) -> None:
-        """Commit everything due now; raises KafkaError if the broker refuses."""
+        """Commit everything due now, within one commit timeout in all; raises KafkaError if
+        the broker refuses or does not answer in time."""
+        deadline = time.monotonic() + _COMMIT_TIMEOUT_S
         if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+            # Waited for, never cancelled: its offsets go back to _due if it fails.
+            await asyncio.wait({self._task}, timeout=_COMMIT_TIMEOUT_S)
+            if not self._task.done():
+                raise _unanswered()
         if self._due:
             offsets, self._due = self._due, {}
             try:
-                await self._commit(offsets)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _unanswered()
+                await self._commit(offsets, left)
             except KafkaError:
                 _merge(self._due, offsets)
                 raise
@@ -80,19 +88,21 @@ class Committer:
         if self._due:
             self._start()
 
-    async def _commit(self, offsets: Offsets) -> None:
+    async def _commit(self, offsets: Offsets, timeout: float = _COMMIT_TIMEOUT_S) -> None:
         t0 = time.perf_counter()
         request = {tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()}
         try:
             # aiokafka retries some commit errors forever (an unknown partition, say, after the
             # broker lost its topics); bound it, and retry from here with the next commit.
-            await asyncio.wait_for(self._consumer.commit(request), _COMMIT_TIMEOUT_S)
+            await asyncio.wait_for(self._consumer.commit(request), timeout)
         except TimeoutError:
-            raise KafkaTimeoutError(
-                f"offset commit unanswered after {_COMMIT_TIMEOUT_S:g}s"
-            ) from None
+            raise _unanswered() from None
         if self._on_commit is not None:
             self._on_commit(time.perf_counter() - t0)
+
+
+def _unanswered() -> KafkaTimeoutError:
+    return KafkaTimeoutError(f"offset commit unanswered after {_COMMIT_TIMEOUT_S:g}s")
 
 
 def _merge(into: Offsets, offsets: Offsets) -> None:

@@ -103,6 +103,11 @@ class Settings(KafkaOptions):
     session_timeout: float = opt(
         10.0, "consumer-group session timeout in seconds (failure detection, rebalance speed)"
     )
+    shutdown_timeout: float = opt(
+        20.0,
+        "seconds after SIGTERM to drain, commit and snapshot before exiting anyway (exit 1; "
+        "records not yet committed are labeled again by the partitions' next owner)",
+    )
     log_level: str = opt("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
     def __post_init__(self) -> None:
@@ -121,7 +126,7 @@ class Settings(KafkaOptions):
         check_model_size(self.k, self.feature_dim)
         check_positive(self, "max_batch", "warmup", "max_pending")
         check_positive(self, "max_staleness")
-        check_positive(self, "session_timeout", "snapshot_every")
+        check_positive(self, "session_timeout", "snapshot_every", "shutdown_timeout")
         check_positive(self, "anomaly_threshold")
         if self.warmup < self.k:
             raise fail("warmup", f"must be at least k={self.k} records, got {self.warmup}")

@@ -20,10 +20,12 @@ import socket
 import sys
 import time
 from collections import Counter, deque
+from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.structs import ConsumerRecord
 
 from engine import (
     BatchStats,
@@ -77,6 +79,10 @@ _DIMENSION_REASONS = frozenset({"wrong_dimension", "wrong_size"})
 _STALENESS_PATIENCE_S = 10.0
 # Longest a shutdown waits for statistics records in flight (the producer's request timeout).
 _STATS_SEND_TIMEOUT_S = 15.0
+# After --shutdown-timeout the shutdown is cancelled; a cancellation it ignores for this long
+# ends the process at once. Lines of the stuck shutdown's await chain logged at most.
+_CANCEL_GRACE_S = 5.0
+_MAX_STACK_LINES = 40
 # While nothing valid arrives, repeat the ERROR this often (seconds).
 _NO_VALID_WARN_EVERY_S = 30.0
 # Batches sent but not yet acknowledged, at most: bounds memory when the output is slow, and
@@ -114,6 +120,9 @@ class Service:
         self._dim = settings.feature_dim
         # Set when this instance cannot serve the model (another schema): the service stops.
         self.fatal: str | None = None
+        # Set when the shutdown outlived --shutdown-timeout and was cut short.
+        self.stuck: str | None = None
+        self._stop_asked: asyncio.Future[Any] | None = None  # stopping.wait(), once fetched
         self._pending: list[Fetched] = []
         self._in_flight: deque[Sent] = deque()
         self.committer: Committer | None = None
@@ -237,12 +246,21 @@ class Service:
         self.started.set()
         log.info("consuming %s as group %s (instance %s)", s.input_topic, s.group, self.instance)
         health = asyncio.create_task(self._watch_health(), name="health")
+        cut_short = False
         try:
             await self._loop()
+        except asyncio.CancelledError:
+            # Cancelled by --shutdown-timeout: no drain and no commit, as after a crash; the
+            # partitions' next owner labels the records not committed again.
+            cut_short = True
+            raise
         finally:
             health.cancel()
+            if self._stop_asked is not None:
+                self._stop_asked.cancel()
             await asyncio.gather(health, return_exceptions=True)
-            await self._shutdown()
+            if not cut_short:
+                await self._shutdown()
 
     async def _ensure_topics(self) -> None:
         s = self.settings
@@ -298,12 +316,11 @@ class Service:
 
     async def _loop(self) -> None:
         assert self.consumer is not None
-        s = self.settings
         while not self.stopping.is_set():
             t0 = time.perf_counter()
-            batches = await fetch(
-                self.consumer, 100, self._batch_limit, group=s.group, bootstrap=s.bootstrap
-            )
+            batches = await self._fetch_unless_stopped()
+            if batches is None:
+                break
             t1 = time.perf_counter()
             async with self._lock:
                 records = [r for tp in sorted(batches) for r in batches[tp]]
@@ -337,6 +354,28 @@ class Service:
                 if self.snapshots is not None:
                     await self.snapshots.maybe_write(self.replica, self._is_snapshot_writer())
             await self._update_lag()
+
+    async def _fetch_unless_stopped(self) -> dict[TopicPartition, list[ConsumerRecord]] | None:
+        """One fetch, or None when a stop is asked first.
+
+        aiokafka's `getmany` ignores its timeout while a rebalance is in progress: it waits for
+        the new assignment, as long as the group takes to form again (up to the rebalance
+        timeout, longer while the coordinator is unreachable). A SIGTERM must not wait that long.
+        """
+        assert self.consumer is not None
+        s = self.settings
+        got = asyncio.ensure_future(
+            fetch(self.consumer, 100, self._batch_limit, group=s.group, bootstrap=s.bootstrap)
+        )
+        if self._stop_asked is None:
+            self._stop_asked = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait((got, self._stop_asked), return_when=asyncio.FIRST_COMPLETED)
+        if got.done():
+            return got.result()
+        # Cancelled before it drained anything: no record is lost (they are fetched again).
+        got.cancel()
+        await asyncio.gather(got, return_exceptions=True)
+        return None
 
     async def _pump(self) -> None:
         """Send every held batch, keeping at most _MAX_IN_FLIGHT unacknowledged."""
@@ -830,8 +869,13 @@ class Service:
         lag: dict[int, int] = {}
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)
-            if high is not None:
-                lag[tp.partition] = max(0, high - await self.consumer.position(tp))
+            if high is None:
+                continue
+            # position() waits while a newly assigned partition's offset is being looked up
+            # (during a rebalance): a metric must not hold the loop, and with it a SIGTERM.
+            with contextlib.suppress(TimeoutError, IllegalStateError):
+                position = await asyncio.wait_for(self.consumer.position(tp), _STUCK_S)
+                lag[tp.partition] = max(0, high - position)
         self.metrics.set_lag(lag)
         if self.updates is not None:
             self.metrics.set_updates_lag(self.updates.lag)
@@ -918,12 +962,67 @@ async def serve(settings: Settings, metrics: ServiceMetrics | None = None) -> Se
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.stopping.set)
     try:
-        await service.run()
+        await _run_bounded(service)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         server.stop()
     return service
+
+
+async def _run_bounded(service: Service) -> None:
+    """Run the service; once it is asked to stop, give its shutdown --shutdown-timeout seconds.
+
+    A stop that cannot finish (a broker that stopped answering, a rebalance that does not end)
+    must not keep the process alive until an orchestrator's SIGKILL: after the timeout the
+    shutdown is cancelled, what it was waiting on is logged, and `service.stuck` says so.
+    """
+    timeout = service.settings.shutdown_timeout
+    run = asyncio.create_task(service.run(), name="streamkm-service")
+    asked = asyncio.create_task(service.stopping.wait(), name="streamkm-stop-signal")
+    try:
+        await asyncio.wait({run, asked}, return_when=asyncio.FIRST_COMPLETED)
+        if not run.done():
+            await asyncio.wait({run}, timeout=timeout)
+        if run.done():
+            run.result()  # its exceptions are the caller's
+            return
+        service.stuck = (
+            f"did not finish stopping within --shutdown-timeout {timeout:g}s; exiting without "
+            "it (records not yet committed are labeled again by their partitions' next owner)"
+        )
+        log.error("%s; it was waiting in:\n%s", service.stuck, _task_stack(run))
+        run.cancel()
+        await asyncio.wait({run}, timeout=_CANCEL_GRACE_S)
+        if not run.done():
+            log.critical("the shutdown ignored its cancellation; exiting now")
+            logging.shutdown()
+            os._exit(1)
+    finally:
+        asked.cancel()
+
+
+def _task_stack(task: asyncio.Task[Any]) -> str:
+    """Where a suspended task waits, outermost call first, following awaited tasks.
+
+    `Task.get_stack` shows only a coroutine's own frame; the chain of awaits is what says what a
+    stuck shutdown waits for.
+    """
+    lines: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(lines) < _MAX_STACK_LINES:
+        if isinstance(awaited, asyncio.Task):
+            lines.append(f"  (task {awaited.get_name()})")
+            awaited = awaited.get_coro()
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            if awaited is not None:
+                lines.append(f"  (awaiting {type(awaited).__name__})")
+            break
+        code = frame.f_code
+        lines.append(f"  {code.co_filename}:{frame.f_lineno} in {code.co_qualname}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return "\n".join(lines)
 
 
 # Cyclic-GC thresholds for a process whose hot path allocates about ten short-lived objects per
@@ -958,8 +1057,9 @@ def warm_kernels(settings: Settings) -> None:
 
 
 def run_service(settings: Settings) -> int:
-    """Entry point of `streamkm serve`: exit 0 after a clean stop, 2 on a setup error or an
-    input batch no client can read (logged at ERROR where it was found)."""
+    """Entry point of `streamkm serve`: exit 0 after a clean stop, 1 after a stop cut short by
+    --shutdown-timeout, 2 on a setup error or an input batch no client can read (logged at ERROR
+    where it was found)."""
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -985,4 +1085,7 @@ def run_service(settings: Settings) -> int:
     if service.fatal is not None:
         print(f"streamkm serve: {service.fatal}", file=sys.stderr)
         return 2
+    if service.stuck is not None:
+        print(f"streamkm serve: {service.stuck}", file=sys.stderr)
+        return 1
     return 0

@@ -119,9 +119,15 @@ class ServeProcess:
         raise AssertionError(f"metrics endpoint not up within {timeout}s")
 
     def terminate(self, timeout: float = 60.0) -> int:
-        """SIGTERM, then the exit code."""
+        """SIGTERM, then the exit code; a process still running after `timeout` fails the test
+        with the end of its log (which says where a stuck shutdown waits)."""
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"still running {timeout:g}s after SIGTERM:\n{self.output()[-6000:]}"
+            ) from None
 
     def kill(self) -> None:
         """SIGKILL: no draining, no commit, no snapshot."""

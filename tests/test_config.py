@@ -67,6 +67,7 @@ def test_settings_are_immutable():
         ({"half_life": float("nan")}, "--half-life"),
         ({"max_batch": 0}, "--max-batch"),
         ({"connect_timeout": 0.0}, "--connect-timeout"),
+        ({"shutdown_timeout": 0.0}, "--shutdown-timeout: must be > 0"),
         ({"anomaly_threshold": -1.0}, "--anomaly-threshold"),
         ({"input_format": "csv"}, "--input-format: 'csv' is not one of json, f32"),
         ({"metrics_port": 70000}, "--metrics-port: must be a TCP port"),

@@ -161,7 +161,8 @@ async def test_restarting_every_instance_continues_the_model_from_snapshot_and_r
         )
         await ids_on(broker.bootstrap, f"{topic}.labels", report.count)
         before = (await settled_models(procs))[0]
-        assert [p.terminate() for p in procs] == [0, 0]
+        codes = [p.terminate() for p in procs]
+        assert codes == [0, 0], "\n".join(p.output()[-6000:] for p in procs)
     with instances(broker, tmp_path, 2, *args) as procs:
         for p in procs:
             p.wait_ready()

@@ -103,3 +103,44 @@ def test_unreachable_broker_at_start_exits_2_within_the_connect_timeout_naming_i
     # From the first log line (after imports and kernel warm-up) to the exit.
     started = _log_time(result.stderr.splitlines()[0])
     assert ended - started < connect_timeout + 5.0, result.stderr
+
+
+async def test_sigterm_while_the_broker_does_not_answer_exits_1_within_the_shutdown_timeout(
+    private_broker, tmp_path
+):
+    bootstrap = private_broker.bootstrap
+    topic, output, port = unique_name("in"), unique_name("out"), free_port()
+    log = tmp_path / "serve.log"
+    shutdown_timeout = 3.0
+    await produce_blobs(bootstrap, topic, 2000, dim=4, k=3, seed=1, partitions=2)
+    with serving(
+        "--bootstrap", bootstrap, "--input-topic", topic, "--output-topic", output,
+        "--group", unique_name("g"), "--model", unique_name("m"), "--k", "3", "--dim", "4",
+        "--max-batch", "100", "--metrics-port", str(port), "--session-timeout", "3",
+        "--warmup", "256", "--shutdown-timeout", str(shutdown_timeout),
+        log=log,
+    ) as proc:  # fmt: skip
+        await wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+        await read_all(bootstrap, output, until=covers(set(range(2000))))
+        await produce_blobs(bootstrap, topic, 20_000, dim=4, k=3, seed=2, partitions=2)
+        # Frozen, the broker keeps every connection open and answers nothing: the drain, the
+        # commit and the group leave all wait on requests that time out only after 10-40 s.
+        private_broker.freeze()
+        try:
+            asked = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=STOP_TIMEOUT_S)
+            took = time.monotonic() - asked
+        finally:
+            private_broker.thaw()
+
+    text = log.read_text()
+    assert code == 1, text
+    # The timeout, then at most the cancellation's grace and the process's own exit.
+    assert shutdown_timeout <= took < shutdown_timeout + 8.0, text
+    assert "did not finish stopping within --shutdown-timeout 3s" in text
+    # The log says where the stop was stuck: the service's await chain down to aiokafka.
+    waiting = text.split("it was waiting in:", 1)[1]
+    assert "in Service.run" in waiting, waiting
+    assert "aiokafka" in waiting, waiting
+    assert "ignored its cancellation" not in text, text

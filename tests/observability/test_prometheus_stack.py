@@ -209,7 +209,8 @@ def running_stack(broker, prometheus_binary, tmp_path_factory):
             "deriv(streamkm_consumer_lag_records[1m])",  # two samples of the lag, for deriv()
             'sum(rate(streamkm_api_requests_total{code="200"}[5s])) > 0',
         ):
-            wait_for(expr, lambda e=expr: api.has_data(e), DATA_TIMEOUT_S, serve_log)
+            log = tmp / "api.log" if "streamkm_api_" in expr else serve_log
+            wait_for(expr, lambda e=expr: api.has_data(e), DATA_TIMEOUT_S, log)
         wait_for(
             f"{SCRAPES_BEFORE_QUERYING} scrapes",
             lambda: api.has_data(

@@ -39,6 +39,9 @@ class KMeans:
         Seed of the initialisation; the same seed gives the same result. A RandomState goes
         on drawing where it stands (several runs from one generator).
 
+    After `fit`: `cluster_centers_`, `labels_`, `inertia_`, `n_iter_`, and `cluster_weights_`
+    (float64 (k,): each cluster's rows, counted by their `sample_weight` when given).
+
     Examples
     --------
     >>> import numpy as np
@@ -107,6 +110,7 @@ class KMeans:
         self.labels_ = labels
         self.inertia_ = inertia
         self.n_iter_ = n_iter
+        self.cluster_weights_ = counts.astype(np.float64)
         self.n_features_in_ = d
         return self
 

@@ -8,7 +8,7 @@ from sklearn.cluster._kmeans import _kmeans_plusplus
 from sklearn.datasets import make_blobs
 from sklearn.utils.extmath import row_norms
 
-from engine.init import _search_uniform_cdf, kmeans_plusplus, random_init
+from engine.init import _repeated_sum, _search_uniform_cdf, kmeans_plusplus, random_init
 
 
 def numpy_uniform_cdf(n, dtype):
@@ -28,6 +28,25 @@ def test_cdf_search_matches_numpy_searchsorted(n, seed, f32):
     p = float(dtype(1) / dtype(n))
     np.testing.assert_array_equal(
         _search_uniform_cdf(n, draws, p), cdf.searchsorted(draws, side="right")
+    )
+
+
+@pytest.mark.parametrize("n", [999_983, 2**20, 4_194_309])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_repeated_sums_equal_numpys_sequential_cumsum_at_every_length_tried(n, dtype):
+    p = float(dtype(1) / dtype(n))
+    cdf = np.cumsum(np.full(n, p))
+    rng = np.random.default_rng(n)
+    # Random lengths, and those around each power of two the sum crosses (binade edges).
+    edges = np.searchsorted(cdf, 2.0 ** np.arange(-24, 1))
+    lengths = np.unique(np.clip(np.concatenate([
+        rng.integers(1, n + 1, 500), edges - 1, edges, edges + 1, edges + 2, [1, 2, n]
+    ]), 1, n))  # fmt: skip
+    got = np.array([_repeated_sum(p, int(m)) for m in lengths])
+    np.testing.assert_array_equal(got, cdf[lengths - 1])
+    draws = np.concatenate([rng.random(8), cdf[rng.integers(0, n, 4)] / cdf[-1]])
+    np.testing.assert_array_equal(
+        _search_uniform_cdf(n, draws, p), (cdf / cdf[-1]).searchsorted(draws, side="right")
     )
 
 

@@ -154,3 +154,12 @@ def test_whole_number_weights_count_rows_that_many_times(blobs):
 def test_bad_sample_weights_say_what_to_fix(blobs, weights, message):
     with pytest.raises(ValueError, match=message):
         KMeans(3).fit(blobs, sample_weight=weights)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cluster_weights_are_the_final_labels_counted_by_weight(blobs, weighted):
+    w = np.random.default_rng(3).uniform(0, 2, len(blobs)) if weighted else None
+    km = KMeans(n_clusters=4, seed=1, max_iter=3).fit(blobs, sample_weight=w)
+    expected = np.bincount(km.labels_, weights=w, minlength=4)
+    np.testing.assert_allclose(km.cluster_weights_, expected, rtol=1e-12)
+    assert km.cluster_weights_.dtype == np.float64

@@ -1,6 +1,7 @@
 """estimators.KMeans and StreamingKMeans used the way scikit-learn users use its estimators."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -9,6 +10,7 @@ from sklearn.base import clone
 from sklearn.cluster import KMeans as SKKMeans
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.datasets import make_blobs
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -156,3 +158,24 @@ def test_explicit_centres_run_once_whatever_n_init(blobs):
         km = KMeans(4, init=X[:4], n_init=5).fit(X)
     ref = SKKMeans(4, init=X[:4], n_init=1).fit(X)
     np.testing.assert_array_equal(km.labels_, ref.labels_)
+
+
+POINTS = np.repeat(np.array([[0.0, 0.0], [5.0, 5.0], [9.0, 0.0]]), 4, axis=0)
+
+
+@pytest.mark.parametrize(
+    "k, weights, warns",
+    [
+        (4, None, True),  # three distinct points for four clusters
+        (3, None, False),
+        (3, np.where(np.arange(12) >= 8, 0.0, 1.0), True),  # a point weighing nothing
+        (3, np.where(np.arange(12) == 11, 0.0, 1.0), False),  # one of its rows weighing nothing
+    ],
+)
+def test_fewer_distinct_clusters_than_asked_warns_as_scikit_learn_does(k, weights, warns):
+    init = POINTS[[0, 4, 8, 9][:k]]
+    for Estimator in (KMeans, SKKMeans):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            Estimator(n_clusters=k, init=init, n_init=1).fit(POINTS, sample_weight=weights)
+        assert any(issubclass(c.category, ConvergenceWarning) for c in caught) == warns

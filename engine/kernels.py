@@ -191,36 +191,75 @@ def _assign_parallel(X, C, W, zero, labels, dist, store_dist, rows):
 
 
 @njit(fastmath=_FASTMATH, inline="always")
+def _nearest4(X, i, C, zero, d):
+    """`_nearest` for rows i..i+3 at once: (j0, j1, j2, j3, s0, s1, s2, s3).
+
+    The four rows' distances to a centre are independent, so the compiler interleaves them
+    (1.9x on 2-D rows, one thread); each row's arithmetic is `_nearest`'s, to the bit.
+    """
+    k = C.shape[0]
+    b0 = b1 = b2 = b3 = zero + np.float32(np.inf)
+    j0 = j1 = j2 = j3 = 0
+    for j in range(k):
+        c = C[j, 0]
+        e0, e1, e2, e3 = X[i, 0] - c, X[i + 1, 0] - c, X[i + 2, 0] - c, X[i + 3, 0] - c
+        s0, s1, s2, s3 = e0 * e0, e1 * e1, e2 * e2, e3 * e3
+        for t in range(1, d):
+            c = C[j, t]
+            e0, e1 = X[i, t] - c, X[i + 1, t] - c
+            e2, e3 = X[i + 2, t] - c, X[i + 3, t] - c
+            s0 += e0 * e0
+            s1 += e1 * e1
+            s2 += e2 * e2
+            s3 += e3 * e3
+        j0, b0 = _keep_nearer(j, s0, j0, b0)
+        j1, b1 = _keep_nearer(j, s1, j1, b1)
+        j2, b2 = _keep_nearer(j, s2, j2, b2)
+        j3, b3 = _keep_nearer(j, s3, j3, b3)
+    return j0, j1, j2, j3, b0, b1, b2, b3
+
+
+@njit(fastmath=_FASTMATH, inline="always")
+def _keep_nearer(j, s, best_j, best):
+    """(j, s) if s is nearer than best, else (best_j, best): selects, not a branch."""
+    closer = s < best
+    return (j if closer else best_j), (s if closer else best)
+
+
+@njit(fastmath=_FASTMATH, inline="always")
 def _stats_rows(X, C, zero, start, stop, labels, dist, store_dist, counts, sums, sq, w, wsum, d):
+    """The fused pass over rows [start, stop) for d <= 3 (a literal: loops unrolled)."""
     changed = 0
-    for i in range(start, stop):
-        j, s = _nearest(X, i, C, zero, d)
-        changed += labels[i] != j  # no branch: while centres move, labels change at random
-        labels[i] = j
-        if store_dist:
-            dist[i] = s
-        # Written out, not a helper: calling one per row cost 1.8x on 16-D rows.
-        counts[j] += 1
-        if w.shape[0] == 0:  # every row weighs 1
-            sq[j] += s
-            for t in range(d):
-                sums[j, t] += X[i, t]
-        else:
-            wi = w[i]
-            wsum[j] += wi
-            sq[j] += wi * s
-            for t in range(d):
-                sums[j, t] += wi * X[i, t]
+    i = start
+    while i + 4 <= stop:
+        j0, j1, j2, j3, s0, s1, s2, s3 = _nearest4(X, i, C, zero, d)
+        changed += _take_row(X, i, j0, s0, labels, dist, store_dist, counts, sums, sq, w, wsum, d)
+        changed += _take_row(
+            X, i + 1, j1, s1, labels, dist, store_dist, counts, sums, sq, w, wsum, d
+        )
+        changed += _take_row(
+            X, i + 2, j2, s2, labels, dist, store_dist, counts, sums, sq, w, wsum, d
+        )
+        changed += _take_row(
+            X, i + 3, j3, s3, labels, dist, store_dist, counts, sums, sq, w, wsum, d
+        )
+        i += 4
+    for row in range(i, stop):
+        j, s = _nearest(X, row, C, zero, d)
+        changed += _take_row(X, row, j, s, labels, dist, store_dist, counts, sums, sq, w, wsum, d)
     return changed
 
 
 @njit(fastmath=_FASTMATH, inline="always")
-def _add_row(X, i, j, s, counts, sums, sq, w, wsum, d):
-    """Add row i (squared distance s) to cluster j's sums, weighted by w[i] when w is given
-    (an empty w: every row weighs 1 and wsum is left alone). For the few rows a vector loop
-    leaves over; the loops themselves write this out (calling it per row cost 1.8x)."""
+def _take_row(X, i, j, s, labels, dist, store_dist, counts, sums, sq, w, wsum, d):
+    """Record row i's centre j and squared distance s and add the row to j's sums; returns
+    whether its label changed. d must be a literal for the loop to unroll."""
+    changed = labels[i] != j  # no branch: while centres move, labels change at random
+    labels[i] = j
+    if store_dist:
+        dist[i] = s
     counts[j] += 1
-    if w.shape[0] == 0:
+    if w.shape[0] == 0:  # every row weighs 1
         sq[j] += s
         for t in range(d):
             sums[j, t] += X[i, t]
@@ -230,16 +269,6 @@ def _add_row(X, i, j, s, counts, sums, sq, w, wsum, d):
         sq[j] += wi * s
         for t in range(d):
             sums[j, t] += wi * X[i, t]
-
-
-@njit(fastmath=_FASTMATH, inline="always")
-def _count_row(X, i, j, s, labels, dist, store_dist, counts, sums, sq, w, wsum):
-    """Record row i's centre j and squared distance s; returns whether its label changed."""
-    changed = labels[i] != j  # no branch: new labels are as good as random
-    labels[i] = j
-    if store_dist:
-        dist[i] = s
-    _add_row(X, i, j, s, counts, sums, sq, w, wsum, X.shape[1])
     return changed
 
 
@@ -263,7 +292,7 @@ def _stats_vector(
             labels[i + r] = j
             if store_dist:
                 dist[i + r] = s
-            counts[j] += 1  # written out, as in _stats_rows
+            counts[j] += 1  # written out: an inlined helper measured 1.8x slower on 16-D rows
             if w.shape[0] == 0:
                 sq[j] += s
                 for t in range(d):
@@ -278,7 +307,9 @@ def _stats_vector(
     # The rows left over: the same sums as the vector lanes (see _assign_vector).
     for row in range(i, stop):
         j, s = exact_nearest(X, row, C, zero)
-        changed += _count_row(X, row, j, s, labels, dist, store_dist, counts, sums, sq, w, wsum)
+        changed += _take_row(
+            X, row, j, s, labels, dist, store_dist, counts, sums, sq, w, wsum, X.shape[1]
+        )
     return changed
 
 

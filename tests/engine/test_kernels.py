@@ -134,6 +134,27 @@ def test_fused_pass_sums_each_cluster(n, dtype, d):
     assert assign_stats(X, C, labels)[3] == 0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 2, 3, 4, 17])
+def test_a_rows_answer_is_the_same_bits_wherever_it_sits_in_a_block(dtype, d):
+    # Rows go through several row-at-a-time loops (four rows at once up to 3 features, vector
+    # groups beyond, one at a time for what is left); dropping leading rows moves every row to
+    # another place in them, and across the parallel blocks.
+    rng = np.random.default_rng(d)
+    X = (rng.normal(size=(_PARALLEL_MIN_ROWS + 37, d)) * 100).astype(dtype)
+    C = (rng.normal(size=(7, d)) * 100).astype(dtype)
+    labels, dist = assign(X, C)
+    for shift in (1, 2, 3, 5):
+        part_labels, part_dist = assign(X[shift:], C)
+        np.testing.assert_array_equal(part_labels, labels[shift:])
+        np.testing.assert_array_equal(part_dist, dist[shift:])
+        fused_labels = np.full(len(X) - shift, -1, np.int32)
+        fused_dist = np.empty(len(X) - shift, dtype)
+        assign_stats(X[shift:], C, fused_labels, fused_dist)
+        np.testing.assert_array_equal(fused_labels, labels[shift:])
+        np.testing.assert_array_equal(fused_dist, dist[shift:])
+
+
 def test_column_variance_matches_numpy():
     X = np.random.default_rng(2).normal(5.0, 3.0, size=(50_000, 4))
     np.testing.assert_allclose(column_variance(X), X.var(axis=0), rtol=1e-12)

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint fmt clean
+.PHONY: demo test bench bench-peers lint fmt clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	sh deploy/install-test-deps.sh
 	$(PY) -m pytest -q
+
+# Not part of `make test` or `make bench`: Spark's JVM and River's per-record loop take a while.
+bench-peers: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[peers]'
+	$(PY) bench/bench_peers.py
 
 bench: $(STAMP)
 	$(PY) bench/bench_engine.py

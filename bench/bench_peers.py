@@ -112,29 +112,12 @@ RIVER_ROWS = {"blobs": 200_000, "drift": 400_000, "wine": 89_000, "embeddings": 
 # --- peers -----------------------------------------------------------------------------
 
 
-class StreamkmPeer:
-    name = "streamkm"
+class PartialFitPeer:
+    """A model with `partial_fit(batch)` and `cluster_centers_`: streamkm's StreamingKMeans and
+    scikit-learn's MiniBatchKMeans."""
 
-    def __init__(self, k: int, forget: float | None) -> None:
-        from engine import StreamingKMeans
-
-        self.model = StreamingKMeans(n_clusters=k, half_life=forget, seed=0)
-
-    def learn(self, batch: np.ndarray) -> None:
-        self.model.partial_fit(batch)
-
-    def centres(self) -> np.ndarray:
-        return np.asarray(self.model.cluster_centers_, np.float64)
-
-
-class SklearnPeer:
-    name = "scikit-learn"
-
-    def __init__(self, k: int, forget: float | None) -> None:
-        from sklearn.cluster import MiniBatchKMeans
-
-        # No forgetting setting: its per-centre counts only grow.
-        self.model = MiniBatchKMeans(n_clusters=k, random_state=0, n_init=1)
+    def __init__(self, model: Any) -> None:
+        self.model = model
 
     def learn(self, batch: np.ndarray) -> None:
         self.model.partial_fit(batch)
@@ -144,8 +127,6 @@ class SklearnPeer:
 
 
 class RiverPeer:
-    name = "River"
-
     def __init__(self, k: int, forget: float | None, mu: float, sigma: float) -> None:
         from river import cluster
 
@@ -167,8 +148,6 @@ class RiverPeer:
 
 
 class SparkPeer:
-    name = "Spark"
-
     def __init__(self, k: int, forget: float | None, d: int) -> None:
         from pyspark import SparkConf, SparkContext
         from pyspark.mllib.clustering import StreamingKMeans
@@ -273,9 +252,14 @@ def memory_pids(peer: Any) -> list[int | str]:
 
 def make_peer(peer: str, k: int, forget: float | None, X: np.ndarray) -> Any:
     if peer == "streamkm":
-        return StreamkmPeer(k, forget)
+        from engine import StreamingKMeans
+
+        return PartialFitPeer(StreamingKMeans(n_clusters=k, half_life=forget, seed=0))
     if peer == "scikit-learn":
-        return SklearnPeer(k, forget)
+        from sklearn.cluster import MiniBatchKMeans
+
+        # No forgetting setting: its per-centre counts only grow.
+        return PartialFitPeer(MiniBatchKMeans(n_clusters=k, random_state=0, n_init=1))
     if peer == "River":
         river = RiverPeer(k, forget, float(X[:1000].mean()), float(X[:1000].std()))
         river.d = X.shape[1]

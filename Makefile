@@ -47,4 +47,4 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix engine model stream metrics api estimators tests bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-flink .pytest_cache .mypy_cache .ruff_cache

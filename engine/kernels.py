@@ -24,8 +24,11 @@ _PARALLEL_MIN_ROWS = 16384
 # least _MIN_BLOCK_ROWS rows with about this much work each.
 _PARALLEL_MIN_WORK = 1 << 24
 _MIN_BLOCK_ROWS = 256
-# Upper bound on the memory of the per-block partial sums (bytes), whatever k and d are.
-_PARTIALS_BUDGET = 64 * 1024 * 1024
+# Upper bound on the memory of the per-block partial sums (bytes), whatever k and d are, but
+# for two blocks: about a core's L2. Partials beyond it are evicted by the rows streaming
+# through and come back from memory: 10,000 rows at (k, d) = (64, 384) took 6.8 ms a pass in
+# 15 blocks (2.9 MB of partials), 4.4 ms in 10 (1.9 MB), 4.3 in 2 (two cores).
+_PARTIALS_BUDGET = 2 * 1024 * 1024
 # The dot-product form (engine/wide.py) from these shapes on. Measured on 50,000 float32 rows
 # (AVX-512, two cores), its speed over the vector loops: 1.4x at (d, k) = (64, 64) or (16, 256),
 # 1.1x at (128, 32), 1.0x at (16, 128) or (32, 64), 0.9x at (8, 256) or (64, 32).
@@ -362,28 +365,42 @@ def _stats_parallel(X, C, W, zero, labels, dist, store_dist, w, n_blocks):
     n = X.shape[0]
     k, d = C.shape
     rows = (n + n_blocks - 1) // n_blocks
-    p_counts = np.zeros((n_blocks, k), np.int64)
-    p_sums = np.zeros((n_blocks, k, d), np.float64)
-    p_sq = np.zeros((n_blocks, k), np.float64)
-    p_wsum = np.zeros((n_blocks, k), np.float64)
+    # Each block zeroes its own partial sums, on the thread that fills them: zeroing them all
+    # up front, and reducing them on one thread, cost 0.1 ms per block of k x d = 64 x 384
+    # sums here (memory-bound), a third of the pass at 15 blocks.
+    p_counts = np.empty((n_blocks, k), np.int64)
+    p_sums = np.empty((n_blocks, k, d), np.float64)
+    p_sq = np.empty((n_blocks, k), np.float64)
+    p_wsum = np.empty((n_blocks, k), np.float64)
     p_changed = np.zeros(n_blocks, np.int64)
     for b in prange(n_blocks):
+        p_counts[b] = 0
+        p_sums[b] = 0.0
+        p_sq[b] = 0.0
+        p_wsum[b] = 0.0
         start = b * rows
         stop = min(n, start + rows)
         p_changed[b] = _stats_block(
             X, C, B, W, zero, start, stop, labels, dist, store_dist,
             p_counts[b], p_sums[b], p_sq[b], w, p_wsum[b],
         )  # fmt: skip
-    # Reduce in block order: the same bits whatever the thread count.
-    counts = p_counts[0].copy()
-    sums = p_sums[0].copy()
-    sq = p_sq[0].copy()
-    wsum = p_wsum[0].copy()
-    for b in range(1, n_blocks):
-        counts += p_counts[b]
-        sums += p_sums[b]
-        sq += p_sq[b]
-        wsum += p_wsum[b]
+    # Reduce in block order, each cluster on any thread: the same bits whatever the thread
+    # count (each sum is ((block 0 + block 1) + block 2) + ..., as a serial loop adds them).
+    counts = np.empty(k, np.int64)
+    sums = np.empty((k, d), np.float64)
+    sq = np.empty(k, np.float64)
+    wsum = np.empty(k, np.float64)
+    for j in prange(k):
+        counts[j] = p_counts[0, j]
+        sq[j] = p_sq[0, j]
+        wsum[j] = p_wsum[0, j]
+        sums[j] = p_sums[0, j]
+        for b in range(1, n_blocks):
+            counts[j] += p_counts[b, j]
+            sq[j] += p_sq[b, j]
+            wsum[j] += p_wsum[b, j]
+            for t in range(d):
+                sums[j, t] += p_sums[b, j, t]
     return counts, sums, sq, wsum, p_changed.sum()
 
 
@@ -407,7 +424,7 @@ def _parallel(n: int, k: int, d: int) -> bool:
 def _n_blocks(n: int, k: int, d: int) -> int:
     """Deterministic block count for a pass: depends on the shapes only, never on threads."""
     by_rows = -(-n // _block_rows(k, d))
-    by_memory = max(1, _PARTIALS_BUDGET // (8 * k * (d + 2)))
+    by_memory = max(2, _PARTIALS_BUDGET // (8 * k * (d + 2)) // 2 * 2)  # even: two threads
     return max(1, min(by_rows, by_memory, 256))
 
 

@@ -24,8 +24,11 @@ import numpy as np
 from numba import njit
 
 from .product import ROWS, product_blocks, product_rows
+from .settle import ROWS as SETTLE_ROWS
+from .settle import settle_sums
 
 WIDE_ROWS = ROWS  # rows per call of `wide_rows`
+assert SETTLE_ROWS == ROWS
 
 _SAFETY = 4.0
 # Rows with ||x|| ||c|| beyond this are scanned exactly: their products may overflow float32.
@@ -56,12 +59,12 @@ def wide_centres(C):
 @njit(inline="always")
 def wide_scratch(X):
     """What `wide_rows` writes between its two steps, for one thread: values, runner-up values
-    and centres of ROWS rows, and their exact sums."""
+    and centres of ROWS rows, and their squared norms."""
     return (
         np.empty(ROWS, X.dtype),
         np.empty(ROWS, X.dtype),
         np.empty(ROWS, np.int32),
-        np.empty(ROWS, X.dtype),
+        np.empty(ROWS, np.float64),
     )
 
 
@@ -90,34 +93,20 @@ def exact_nearest(X, i, C, zero):
     return best_j, best
 
 
-@njit(fastmath=True)
-def _row_sq(X, i):
-    """||x||^2 in float64, summed in any order: it only feeds the bound."""
-    s = 0.0
-    for t in range(X.shape[1]):
-        v = np.float64(X[i, t])
-        s += v * v
-    return s
-
-
 @njit(fastmath={"contract"})
 def _settle(X, i0, C, zero, W, S, out_dist, out_label):
     """Rows i0 .. i0 + ROWS - 1: the nominated centre's exact distance where the row's gap
-    clears the bound (the sums interleaved: independent chains, each in the exact kernel's
+    clears the bound (engine/settle.py: eight chains side by side, each in the exact kernel's
     order), the exact scan for any other row."""
     _, _, c_norm_max, c_sq_max, unit = W
-    best, second, label, acc = S
+    best, second, label, x_sqs = S
     d = X.shape[1]
-    acc[:] = zero
-    for t in range(d):
-        for r in range(ROWS):
-            e = X[i0 + r, t] - C[label[r], t]
-            acc[r] += e * e
-    for r in range(ROWS):
-        out_dist[r] = acc[r]
+    settle_sums(X, i0, C, label, out_dist, x_sqs)
     for r in range(ROWS):
         out_label[r] = label[r]
-        x_sq = _row_sq(X, i0 + r)
+        # ||x||^2 is summed in float32 for float32 rows: its relative error (d u at most) is
+        # far inside the safety factor, and a sum that overflows sends the row to the scan.
+        x_sq = x_sqs[r]
         cross = np.sqrt(x_sq) * c_norm_max
         if cross < HUGE:  # false for NaN and infinity too
             bound = (

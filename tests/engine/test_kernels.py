@@ -1,10 +1,12 @@
 """engine.assign and the fused statistics pass agree with a NumPy reference."""
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import engine.kernels as kernels
 from engine import assign
 from engine.kernels import _PARALLEL_MIN_ROWS, assign_labels, assign_stats, column_variance
 
@@ -158,3 +160,24 @@ def test_a_rows_answer_is_the_same_bits_wherever_it_sits_in_a_block(dtype, d):
 def test_column_variance_matches_numpy():
     X = np.random.default_rng(2).normal(5.0, 3.0, size=(50_000, 4))
     np.testing.assert_allclose(column_variance(X), X.var(axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("n", "k", "d"), [(40_000, 8, 16), (20_000, 64, 384), (3_000, 256, 768)])
+def test_statistics_are_the_same_bits_whatever_the_thread_count(n, k, d):
+    """Blocks are fixed by the shapes and reduced in block order, whichever thread zeroed,
+    filled or reduced them: one thread and all of them give the same sums."""
+    assert kernels._parallel(n, k, d) and kernels._n_blocks(n, k, d) > 1
+    rng = np.random.default_rng(k)
+    C = rng.normal(size=(k, d)).astype(np.float32)
+    X = (C[rng.integers(0, k, n)] + rng.normal(size=(n, d))).astype(np.float32)
+    results = []
+    threads = numba.get_num_threads()
+    try:
+        for count in (1, threads):
+            numba.set_num_threads(count)
+            labels = np.zeros(n, np.int32)
+            results.append((labels, *assign_stats(X, C, labels)))
+    finally:
+        numba.set_num_threads(threads)
+    for one, many in zip(*results, strict=True):
+        np.testing.assert_array_equal(many, one)

@@ -125,3 +125,20 @@ def test_wide_batches_of_a_few_hundred_rows_split_across_threads_give_the_same_s
         results.append((labels, *assign_stats(X, C, labels)))
     for exact, product in zip(*results, strict=True):
         np.testing.assert_array_equal(product, exact)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [4, 9, 15, 61, 385])
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_any_width_and_layout_gives_the_exact_labels_and_distances(exact_only, dtype, d, layout):
+    """The exact sums run eight features at a time, then feature by feature: widths that are not
+    a multiple of eight, and rows whose features are not adjacent in memory, change nothing."""
+    rng = np.random.default_rng(d)
+    C = rng.normal(size=(40, d)).astype(dtype)
+    X = (C[rng.integers(0, 40, 2003)] + rng.normal(scale=0.3, size=(2003, d))).astype(dtype)
+    if layout == "F":
+        X = np.asfortranarray(X)
+    elif layout == "strided":
+        X = np.repeat(X, 2, axis=1)[:, ::2]
+    labels, _ = assert_same_answers(X, C, exact_only)
+    assert len(np.unique(labels)) > 30

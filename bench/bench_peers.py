@@ -455,6 +455,12 @@ FORGETTING: dict[str, tuple[tuple[float | None, ...], tuple[float | None, ...]]]
 }
 
 
+# Peers whose rate at BATCH is measured in REPEATS processes (the median is reported): the two
+# fastest, whose ratio the throughput target is about.
+REPEATED = ("streamkm", "scikit-learn")
+REPEATS = 3
+
+
 def plan(peers: list[str]) -> list[tuple[str, int]]:
     """(peer, batch) pairs: every batch peer at BATCH; Spark and streamkm also at 50,000."""
     pairs = []
@@ -505,7 +511,18 @@ def measure(stream_name: str, peers: list[str], quick: bool, flink: Path | None)
             )
             tried.append(result)
         key = drift_mean if drift else (lambda r: r["inertia_ratio"])
-        chosen.append(min(tried, key=key))
+        best = min(tried, key=key)
+        if peer in REPEATED and batch == BATCH:
+            # The ratio the target is about: this machine's speed moves from process to
+            # process, so the fast peers' rate is the median of REPEATS processes.
+            rates = [best["rate"]]
+            for _ in range(REPEATS - 1):
+                again = run_child(peer, stream_name, batch, best["forget"], quick)
+                rates.append(again["timed_rows"] / again["seconds"])
+            best["rates"] = sorted(rates)
+            best["rate"] = float(np.median(rates))
+            print(f"  {stream_name:10s} {peer:12s} rates {best['rates']}", flush=True)
+        chosen.append(best)
     if "Spark" in peers and stream_name == "blobs":
         result = score(stream, run_child("Spark trainOn", stream_name, BATCH, 1.0, quick), ref)
         print(f"  {stream_name:10s} Spark trainOn: {result['rate']:12,.0f} rec/s", flush=True)
@@ -525,6 +542,26 @@ def setting(r: dict) -> str:
     return "none"
 
 
+def flink_note(results: dict[str, list[dict]]) -> list[str]:
+    """What the Flink figures are, where Flink ran."""
+    reads = [(s, r) for s, rows in results.items() for r in rows if r["peer"] == "Flink"]
+    if not reads:
+        return []
+    return [
+        "Flink is Flink ML 2.3.0 `OnlineKMeans` (Flink 1.17.1) in a local environment of "
+        "parallelism 2, run by bench/flink_peer.py in `.venv-flink` (Python 3.8: "
+        "`apache-flink-ml` refuses 3.11), on the job its documentation shows: a CSV file "
+        "source, `VectorAssembler`, `OnlineKMeans` with random initial centres "
+        "(`KMeansModelData.generateRandomModelData`). Its records/s run from the first learnt "
+        "model version to the last, while the job reads the file; the same job reading and "
+        "assembling the file alone, learning nothing, took "
+        + ", ".join(f"{r['read_seconds']:.1f} s for {r['rows']:,} rows ({s})" for s, r in reads)
+        + " (job start included): Flink's rate is bounded by what its source delivers, and "
+        "where the two times are close, reading CSV is part of its cost.",
+        "",
+    ]
+
+
 def report(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
     from report import machine_facts
 
@@ -538,7 +575,10 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
         "second batch on (the first one seeds the centres; its time is in "
         "docs/peers-results.json), after an untimed warm-up batch on a throwaway model (Numba's "
         "cached kernels, the JVM); converting the data to each peer's input, RDDs included, "
-        "happens before the clock. `Spark trainOn` is Spark Streaming's own API once "
+        "happens before the clock. streamkm and scikit-learn at batch 10,000 run in three "
+        "processes each (this machine's speed moves from one process to the next): their "
+        "records/s are the median, the range in brackets, and the speed-up is the ratio of "
+        "medians. `Spark trainOn` is Spark Streaming's own API once "
         "(`StreamingKMeans.trainOn` over a queue of the same RDDs, 50 ms batch interval, timed "
         "from `start()` to the last batch, seeding included). Inertia is over the whole "
         "stream, against scikit-learn `KMeans` (best of 3) fitted on it; ARI against the "
@@ -548,22 +588,7 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
         "held before it (the stream's arrays excluded), Spark's and Flink's JVM included. River "
         "learns one record at a time, on the first rows only (its row count is given).",
         "",
-        "Flink is Flink ML 2.3.0 `OnlineKMeans` (Flink 1.17.1) in a local environment of "
-        "parallelism 2, run by bench/flink_peer.py in `.venv-flink` (Python 3.8: "
-        "`apache-flink-ml` refuses 3.11), on the job its documentation shows: a CSV file "
-        "source, `VectorAssembler`, `OnlineKMeans` with random initial centres "
-        "(`KMeansModelData.generateRandomModelData`). Its records/s run from the first learnt "
-        "model version to the last, while the job reads the file; the same job reading and "
-        "assembling the file alone, learning nothing, took "
-        + ", ".join(
-            f"{r['read_seconds']:.1f} s for {r['rows']:,} rows ({s})"
-            for s, rows in results.items()
-            for r in rows
-            if r["peer"] == "Flink"
-        )
-        + " (job start included): Flink's rate is bounded by what its source delivers, and "
-        "where the two times are close, reading CSV is part of its cost.",
-        "",
+        *flink_note(results),
         "| stream | peer | batch | forgetting | rows | records/s | streamkm's speed-up "
         "| inertia / converged | ARI | drift error | learning MB |",
         "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -575,9 +600,12 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
             speedup = "" if r["peer"] == "streamkm" or mine is None else f"{mine / r['rate']:.1f}x"
             ari = "" if r["ari"] is None else f"{r['ari']:.3f}"
             drift = f"{drift_mean(r):.3f}" if "drift_error" in r else ""
+            rate = f"{r['rate']:,.0f}"
+            if "rates" in r:
+                rate += f" ({r['rates'][0]:,.0f}-{r['rates'][-1]:,.0f})"
             lines.append(
                 f"| {stream} | {r['peer']} | {r['batch']:,} | {setting(r)} | {r['rows']:,} "
-                f"| {r['rate']:,.0f} | {speedup} | {r['inertia_ratio']:.4f} | {ari} | {drift} "
+                f"| {rate} | {speedup} | {r['inertia_ratio']:.4f} | {ari} | {drift} "
                 f"| {r['learning_mb']:,.0f} |"
             )
     lines += ["", "![peers](peers.png)", ""]

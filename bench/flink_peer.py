@@ -15,8 +15,8 @@ Spark's `local[2]`): a filesystem CSV source, `VectorAssembler` into a `features
 model version per global batch; the learning time runs from the arrival of the first learnt
 version to the last (the first batch seeds, as for the other peers), over a job that reads the
 file while it learns. The same CSV read and assembled alone, without learning, is timed too:
-its rate shows that reading did not set the pace. An untimed job over the first batches warms the
-JVM first.
+Flink's rate cannot exceed what that source delivers. An untimed job over the first batches warms
+the JVM first.
 """
 
 from __future__ import annotations

@@ -87,6 +87,10 @@ def settle_sums(typingctx, X, i0, C, label, out_dist, out_sq):
         vtype = ir.VectorType(ftype, ROWS)
         align = context.get_abi_alignment(ftype)
         contract = ("contract",)
+
+        def widen(value: ir.Value) -> ir.Value:
+            return value if ftype == f64 else builder.fpext(value, f64)
+
         first = context.cast(builder, args[1], i_t, types.intp)
         d = cgutils.unpack_tuple(builder, xa.shape, 2)[1]
         x_row_stride, x_col_stride = cgutils.unpack_tuple(builder, xa.strides, 2)
@@ -141,12 +145,9 @@ def settle_sums(typingctx, X, i0, C, label, out_dist, out_sq):
         for r in range(ROWS):
             builder.store(builder.load(chains[r]), builder.gep(oa.data, [intp(r)]))
             vec = builder.load(squares[r])
-            total = builder.fpext(builder.load(tails[r]), f64) if ftype != f64 else None
-            total = total if total is not None else builder.load(tails[r])
+            total = widen(builder.load(tails[r]))
             for q in range(ROWS):
-                lane = builder.extract_element(vec, ir.IntType(32)(q))
-                lane = builder.fpext(lane, f64) if ftype != f64 else lane
-                total = builder.fadd(total, lane)
+                total = builder.fadd(total, widen(builder.extract_element(vec, ir.IntType(32)(q))))
             builder.store(total, builder.gep(qa.data, [intp(r)]))
         return context.get_dummy_value()
 

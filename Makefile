@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Kernels compiled into Numba's cache: again whenever engine/ changes, so that tests' service
+# subprocesses never compile them under a start-up timeout.
+WARM := $(VENV)/.warm
 
 .PHONY: demo test bench bench-peers lint fmt clean
 
@@ -10,13 +13,16 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(VENV)/bin/streamkm warmup
 	touch $(STAMP)
 
-demo: $(STAMP)
+$(WARM): $(STAMP) $(wildcard engine/*.py)
+	$(VENV)/bin/streamkm warmup
+	touch $(WARM)
+
+demo: $(WARM)
 	$(VENV)/bin/streamkm demo
 
-test: $(STAMP)
+test: $(WARM)
 	sh deploy/install-test-deps.sh
 	$(PY) -m pytest -q
 

@@ -116,18 +116,19 @@ def test_integer_input_is_converted_to_float64():
 @pytest.mark.parametrize("n", [100, _PARALLEL_MIN_ROWS * 3 + 11])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 17])  # 1-3: unrolled loops; 4 and up: engine/simd.py
-def test_fused_pass_sums_each_cluster(n, dtype, d):
+@pytest.mark.parametrize("k", [1, 5])  # each parallel block's partials sit a cache line apart
+def test_fused_pass_sums_each_cluster(n, dtype, d, k):
     rng = np.random.default_rng(d)
     X = rng.normal(size=(n, d)).astype(dtype)
-    C = rng.normal(size=(5, d)).astype(dtype)
+    C = rng.normal(size=(k, d)).astype(dtype)
     labels = np.full(n, -1, np.int32)
     dist = np.empty(n, dtype)
     counts, sums, sq, changed = assign_stats(X, C, labels, dist)
     ref_labels, ref_dist = reference(X, C)
     np.testing.assert_array_equal(labels, ref_labels)
     assert changed == n
-    np.testing.assert_array_equal(counts, np.bincount(ref_labels, minlength=5))
-    for j in range(5):
+    np.testing.assert_array_equal(counts, np.bincount(ref_labels, minlength=k))
+    for j in range(k):
         np.testing.assert_allclose(
             sums[j], X[ref_labels == j].astype(np.float64).sum(0), rtol=1e-9, atol=1e-9
         )

@@ -570,6 +570,17 @@ def flink_note(results: dict[str, list[dict]]) -> list[str]:
     ]
 
 
+def speed_up(ours: dict[int, dict], r: dict) -> str:
+    """streamkm's rate over peer result r's, at r's batch size (or at BATCH)."""
+    mine = ours.get(r["batch"], ours.get(BATCH))
+    if mine is None:
+        return ""
+    text = f"{mine['rate'] / r['rate']:.1f}x"
+    if "rates" in r and "rates" in mine:
+        text += f" (fastest: {mine['rates'][-1] / r['rates'][-1]:.1f}x)"
+    return text
+
+
 def report(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
     from report import machine_facts
 
@@ -586,7 +597,9 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
         "happens before the clock. streamkm and scikit-learn at batch 10,000 run in five "
         "processes each, taking turns after the first (this machine's speed moves from one "
         "process to the next): their records/s are the median, the range in brackets, and the "
-        "speed-up is the ratio of medians. `Spark trainOn` is Spark Streaming's own API once "
+        "speed-up is the ratio of medians (in brackets: of the fastest process of each; this "
+        "machine has fast and slow spells, and a median of five may land in either). "
+        "`Spark trainOn` is Spark Streaming's own API once "
         "(`StreamingKMeans.trainOn` over a queue of the same RDDs, 50 ms batch interval, timed "
         "from `start()` to the last batch, seeding included). Inertia is over the whole "
         "stream, against scikit-learn `KMeans` (best of 3) fitted on it; ARI against the "
@@ -602,10 +615,9 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
         "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for stream, rows in results.items():
-        ours = {r["batch"]: r["rate"] for r in rows if r["peer"] == "streamkm"}
+        ours = {r["batch"]: r for r in rows if r["peer"] == "streamkm"}
         for r in rows:
-            mine = ours.get(r["batch"], ours.get(BATCH))
-            speedup = "" if r["peer"] == "streamkm" or mine is None else f"{mine / r['rate']:.1f}x"
+            speedup = "" if r["peer"] == "streamkm" else speed_up(ours, r)
             ari = "" if r["ari"] is None else f"{r['ari']:.3f}"
             drift = f"{drift_mean(r):.3f}" if "drift_error" in r else ""
             rate = f"{r['rate']:,.0f}"

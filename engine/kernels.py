@@ -18,10 +18,17 @@ from .wide import HUGE, WIDE_ROWS, exact_nearest, wide_centres, wide_rows, wide_
 # Rows handled by one parallel task. Small enough to balance two to sixteen threads, large
 # enough that the per-task overhead disappears.
 _BLOCK_ROWS = 8192
-# Batches below this size run single-threaded: waking the thread pool costs more than it saves.
-_PARALLEL_MIN_ROWS = 16384
-# ... unless their rows are wide: from this much work (n k d) a pass is split into blocks of at
-# least _MIN_BLOCK_ROWS rows with about this much work each.
+# A pass goes to all threads from this much work (rows x centres x features), and from at least
+# _PARALLEL_MIN_ROWS rows but at most _PARALLEL_MAX_ROWS; below that, waking the thread pool
+# costs more than the second core saves. Serial time over parallel time (two blocks, two cores;
+# OpenMP's default wait policy / PASSIVE, as `serve` sets it): (k, d) = (8, 16): 1.20 / 1.09 at
+# 8,192 rows (1M of work), 1.16 / 0.80 at 4,096; (16, 32): 1.64 / 1.30 at 8,192, 1.52 / 0.85
+# at 4,096; (3, 13): 0.87 / 0.81 at 16,384 rows (0.6M); (8, 2): 0.91 / 1.02 at 16,384 (0.3M).
+_PARALLEL_MIN_SMALL_WORK = 1 << 20
+_PARALLEL_MIN_ROWS = 8192
+_PARALLEL_MAX_ROWS = 65536
+# ... and wide rows from fewer: from this much work a pass is split into blocks of at least
+# _MIN_BLOCK_ROWS rows with about this much work each.
 _PARALLEL_MIN_WORK = 1 << 24
 _MIN_BLOCK_ROWS = 256
 # Upper bound on the memory of the per-block partial sums (bytes), whatever k and d are, but
@@ -441,10 +448,12 @@ def _block_rows(k: int, d: int) -> int:
 
 
 def parallel_rows(k: int, d: int) -> int:
-    """The fewest rows of a pass against k centres of d features that go to all threads:
-    _PARALLEL_MIN_ROWS, or fewer (but two blocks) once they hold _PARALLEL_MIN_WORK."""
+    """The fewest rows of a pass against k centres of d features that go to all threads: those
+    holding _PARALLEL_MIN_SMALL_WORK (within the row bounds), or fewer (but two blocks) once
+    they hold _PARALLEL_MIN_WORK."""
+    small = -(-_PARALLEL_MIN_SMALL_WORK // (k * d))
     wide = max(2 * _MIN_BLOCK_ROWS, -(-_PARALLEL_MIN_WORK // (k * d)))
-    return min(_PARALLEL_MIN_ROWS, wide)
+    return min(max(_PARALLEL_MIN_ROWS, min(_PARALLEL_MAX_ROWS, small)), wide)
 
 
 def _parallel(n: int, k: int, d: int) -> bool:
@@ -456,7 +465,7 @@ def _n_blocks(n: int, k: int, d: int) -> int:
     """Deterministic block count for a pass: depends on the shapes only, never on threads."""
     by_rows = -(-n // _block_rows(k, d))
     by_memory = max(2, _PARTIALS_BUDGET // (8 * k * (d + 2)) // 2 * 2)  # even: two threads
-    return max(1, min(by_rows, by_memory, 256))
+    return max(2, min(by_rows, by_memory, 256))  # a parallel pass splits at least in two
 
 
 def _wide(k: int, d: int) -> bool:
@@ -506,7 +515,8 @@ def _assign(
     dist = np.empty(n if store_dist else 0, X.dtype)
     k, d = C.shape
     if _parallel(n, k, d):
-        bad = _assign_parallel(X, C, W, zero, labels, dist, store_dist, _block_rows(k, d))
+        rows = min(_block_rows(k, d), -(-n // 2))  # two even blocks from 8,192 rows up
+        bad = _assign_parallel(X, C, W, zero, labels, dist, store_dist, rows)
     else:
         bad = _assign_serial(X, C, W, zero, labels, dist, store_dist)
     return labels, dist, int(bad)
@@ -608,7 +618,7 @@ def warmup_kernels() -> None:
         for layout in ("C", "F"):
             # Narrow rows (the vector loops) and wide ones (the dot-product form), each on one
             # thread and on many.
-            for n, k, d in ((8, 2, 2), (_PARALLEL_MIN_ROWS, 2, 2), (8, 256, 16), (512, 256, 128)):
+            for n, k, d in ((8, 2, 2), (parallel_rows(2, 2), 2, 2), (8, 256, 16), (512, 256, 128)):
                 X = np.zeros((n, d), dtype=dtype, order=layout)
                 C = np.zeros((k, d), dtype=dtype)
                 assign(X, C)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import engine.kernels as kernels
 from engine import assign
-from engine.kernels import _PARALLEL_MIN_ROWS, assign_labels, assign_stats, column_variance
+from engine.kernels import assign_labels, assign_stats, column_variance, parallel_rows
 
 
 def reference(X, C):
@@ -26,7 +26,7 @@ def layouts(X):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["C", "F", "strided"])
-@pytest.mark.parametrize("n", [1, 37, _PARALLEL_MIN_ROWS + 5])
+@pytest.mark.parametrize("n", [1, 37, parallel_rows(4, 5) + 5])  # the last on all threads
 def test_assign_matches_reference_for_every_dtype_and_layout(dtype, layout, n):
     rng = np.random.default_rng(n)
     X = layouts(rng.normal(size=(n, 5)).astype(dtype))[layout]
@@ -76,7 +76,7 @@ def test_assign_handles_large_k_and_d_with_memory_linear_in_n():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_equally_near_centres_go_to_the_lowest_index_even_across_vector_blocks(d, dtype):
     rng = np.random.default_rng(d)
-    X = rng.normal(size=(_PARALLEL_MIN_ROWS + 7, d)).astype(dtype)
+    X = rng.normal(size=(parallel_rows(20, d) + 7, d)).astype(dtype)
     C = rng.normal(size=(20, d)).astype(dtype) + 50  # far from every row but centres 5, 13, 19
     C[5] = C[13] = C[19] = X.mean(axis=0)  # identical centres in lanes of different blocks
     labels, _ = assign(X, C)
@@ -95,8 +95,10 @@ def test_rows_with_nan_get_centre_zero_at_infinite_distance(d):
 
 
 @pytest.mark.parametrize("d", [2, 6])
-@pytest.mark.parametrize("n", [50, _PARALLEL_MIN_ROWS + 3])
-def test_labels_only_pass_agrees_with_assign_and_counts_non_finite_rows(d, n):
+@pytest.mark.parametrize("parallel", [False, True])
+def test_labels_only_pass_agrees_with_assign_and_counts_non_finite_rows(d, parallel):
+    n = parallel_rows(9, d) + 3 if parallel else 50
+    assert kernels._parallel(n, 9, d) == parallel
     rng = np.random.default_rng(n + d)
     X = rng.normal(size=(n, d)).astype(np.float32)
     C = rng.normal(size=(9, d)).astype(np.float32)
@@ -113,11 +115,13 @@ def test_integer_input_is_converted_to_float64():
     assert dist.dtype == np.float64
 
 
-@pytest.mark.parametrize("n", [100, _PARALLEL_MIN_ROWS * 3 + 11])
+@pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 17])  # 1-3: unrolled loops; 4 and up: engine/simd.py
 @pytest.mark.parametrize("k", [1, 5])  # each parallel block's partials sit a cache line apart
-def test_fused_pass_sums_each_cluster(n, dtype, d, k):
+def test_fused_pass_sums_each_cluster(parallel, dtype, d, k):
+    n = parallel_rows(k, d) * 3 + 11 if parallel else 100
+    assert kernels._parallel(n, k, d) == parallel
     rng = np.random.default_rng(d)
     X = rng.normal(size=(n, d)).astype(dtype)
     C = rng.normal(size=(k, d)).astype(dtype)
@@ -144,7 +148,7 @@ def test_a_rows_answer_is_the_same_bits_wherever_it_sits_in_a_block(dtype, d):
     # groups beyond, one at a time for what is left); dropping leading rows moves every row to
     # another place in them, and across the parallel blocks.
     rng = np.random.default_rng(d)
-    X = (rng.normal(size=(_PARALLEL_MIN_ROWS + 37, d)) * 100).astype(dtype)
+    X = (rng.normal(size=(parallel_rows(7, d) + 37, d)) * 100).astype(dtype)
     C = (rng.normal(size=(7, d)) * 100).astype(dtype)
     labels, dist = assign(X, C)
     for shift in (1, 2, 3, 5):

@@ -38,8 +38,8 @@ _MIN_BLOCK_ROWS = 256
 _PARTIALS_BUDGET = 2 * 1024 * 1024
 # Elements (float64 / int64) of space between two blocks' partial sums: 64 bytes, one cache
 # line, so no two threads write the same line. Without it all blocks' counts of a small model
-# share one line: 10,000 rows at (k, d) = (3, 13) in 2 blocks took 0.53 ms a pass, against
-# 0.23 ms on one thread; padded, 0.10-0.19 ms.
+# share one line: 20,000 rows at (k, d) = (8, 16) in 2 blocks took 0.50 ms a pass, 0.24 ms
+# padded (10,000 rows at (3, 13): 0.58 and 0.13 ms).
 _PAD = 8
 # The dot-product form (engine/wide.py) from these shapes on. Measured on 50,000 float32 rows
 # (AVX-512, two cores), its speed over the vector loops: 1.4x at (d, k) = (64, 64) or (16, 256),
@@ -442,9 +442,10 @@ def _stats_parallel(X, C, W, zero, labels, dist, store_dist, w, n_blocks):
     return counts, sums, sq, wsum, p_changed.sum()
 
 
-def _block_rows(k: int, d: int) -> int:
-    """Rows per parallel task: _BLOCK_ROWS, fewer for wide rows (about _PARALLEL_MIN_WORK)."""
-    return max(_MIN_BLOCK_ROWS, min(_BLOCK_ROWS, _PARALLEL_MIN_WORK // (k * d)))
+def _block_rows(n: int, k: int, d: int) -> int:
+    """Rows per parallel task of a pass over n rows: _BLOCK_ROWS, fewer for wide rows (about
+    _PARALLEL_MIN_WORK), and at most half the pass: a parallel pass splits at least in two."""
+    return max(_MIN_BLOCK_ROWS, min(_BLOCK_ROWS, _PARALLEL_MIN_WORK // (k * d), -(-n // 2)))
 
 
 def parallel_rows(k: int, d: int) -> int:
@@ -463,9 +464,9 @@ def _parallel(n: int, k: int, d: int) -> bool:
 
 def _n_blocks(n: int, k: int, d: int) -> int:
     """Deterministic block count for a pass: depends on the shapes only, never on threads."""
-    by_rows = -(-n // _block_rows(k, d))
+    by_rows = -(-n // _block_rows(n, k, d))
     by_memory = max(2, _PARTIALS_BUDGET // (8 * k * (d + 2)) // 2 * 2)  # even: two threads
-    return max(2, min(by_rows, by_memory, 256))  # a parallel pass splits at least in two
+    return min(by_rows, by_memory, 256)
 
 
 def _wide(k: int, d: int) -> bool:
@@ -515,7 +516,7 @@ def _assign(
     dist = np.empty(n if store_dist else 0, X.dtype)
     k, d = C.shape
     if _parallel(n, k, d):
-        rows = min(_block_rows(k, d), -(-n // 2))  # two even blocks from 8,192 rows up
+        rows = _block_rows(n, k, d)
         bad = _assign_parallel(X, C, W, zero, labels, dist, store_dist, rows)
     else:
         bad = _assign_serial(X, C, W, zero, labels, dist, store_dist)

@@ -78,7 +78,7 @@ def test_rows_that_are_not_finite_are_decided_as_the_exact_kernel_does(exact_onl
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [3000, kernels._PARALLEL_MAX_ROWS + 7])
+@pytest.mark.parametrize("n", [3000, kernels.parallel_rows(256, 128) * 64 + 7])  # many blocks
 def test_the_fused_statistics_are_the_same_bits_either_way(exact_only, dtype, n):
     rng = np.random.default_rng(n)
     C = rng.normal(scale=2, size=(256, 128)).astype(dtype)

@@ -528,13 +528,14 @@ def repeat_alternately(stream_name: str, results: list[dict], quick: bool) -> No
     """Run each result's peer and setting again at BATCH until it has REPEATS rates, the peers
     taking turns; its rate becomes their median (`rates`: all of them, sorted)."""
     results = [r for r in results if r["batch"] == BATCH]
-    rates = {id(r): [r["rate"]] for r in results}
+    for r in results:
+        r["rates"] = [r["rate"]]
     for _ in range(REPEATS - 1):
         for r in results:
             again = run_child(r["peer"], stream_name, BATCH, r["forget"], quick)
-            rates[id(r)].append(again["timed_rows"] / again["seconds"])
+            r["rates"].append(again["timed_rows"] / again["seconds"])
     for r in results:
-        r["rates"] = sorted(rates[id(r)])
+        r["rates"].sort()
         r["rate"] = float(np.median(r["rates"]))
         print(f"  {stream_name:10s} {r['peer']:12s} rates {r['rates']}", flush=True)
 

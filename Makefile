@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Kernels compiled into Numba's cache: again whenever engine/ changes, so that tests' service
-# subprocesses never compile them under a start-up timeout.
+# Kernels compiled into Numba's cache: again whenever a file holding kernels changes (engine/,
+# the JSON scanners), so that tests' service subprocesses never compile them under a start-up
+# timeout.
 WARM := $(VENV)/.warm
+KERNELS := $(wildcard engine/*.py) stream/jsonscan.py stream/eventscan.py
 
 .PHONY: demo test bench bench-peers lint fmt clean
 
@@ -15,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-$(WARM): $(STAMP) $(wildcard engine/*.py)
+$(WARM): $(STAMP) $(KERNELS)
 	$(VENV)/bin/streamkm warmup
 	touch $(WARM)
 
